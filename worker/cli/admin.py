@@ -1,0 +1,78 @@
+"""`iotledger migrate`, `iotledger services up|down|status`, `iotledger run`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from worker import services
+from worker.cli.context import app_endpoints, app_settings
+from worker.migrations import migrate
+from worker.sqlfiles import sql_dir
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    applied = migrate(app_endpoints().database_url)
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; schema up to date"))
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    s = app_settings()
+    if args.action == "up":
+        ep = app_endpoints()
+        print(f"DATABASE_URL={ep.database_url}")
+        print(f"REDIS_URL={ep.redis_url}")
+    elif args.action == "down":
+        stopped = services.down(s)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    else:
+        for name, state in services.status(s).items():
+            print(f"{name}: {state}")
+    return 0
+
+
+def procfile_path() -> Path:
+    return sql_dir().parent / "Procfile"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    ep = app_endpoints()
+    migrate(ep.database_url)
+    env = dict(os.environ, DATABASE_URL=ep.database_url, REDIS_URL=ep.redis_url)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    procfile = procfile_path()
+    print(f"services: {ep.database_url} {ep.redis_url}; starting {procfile} (Ctrl-C stops)", file=sys.stderr)
+    cmd = [sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(procfile.parent), "start"]
+    if args.processes:
+        cmd += args.processes
+    return subprocess.call(cmd, env=env)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "migrate",
+        help="apply the pending SQL migrations of sql/ (idempotent, safe to run concurrently)",
+        description="Apply sql/NNN_*.sql in order, each once, recording them in schema_migrations.",
+    )
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser(
+        "services",
+        help="start, stop or show the embedded PostgreSQL and Redis",
+        description="Manage the embedded PostgreSQL and Redis used when DATABASE_URL / REDIS_URL are unset. "
+        "'up' prints their URLs (export them to share the services with other tools).",
+    )
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=cmd_services)
+
+    p = sub.add_parser(
+        "run",
+        help="start the services, migrate, and run the Procfile's processes (web, worker, clock)",
+        description="The main job: services up, migrate, then every Procfile process under honcho.",
+    )
+    p.add_argument("processes", nargs="*", help="only these Procfile processes (default: all)")
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,34 @@
+"""What every command needs: settings, logging, and the database and broker URLs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import psycopg
+
+from worker import logs
+from worker.config import Settings, settings
+from worker.errors import RetryableError
+from worker.services import Endpoints, endpoints
+
+
+@lru_cache(maxsize=1)
+def app_settings() -> Settings:
+    """Settings read once, with logging configured to redact the merchants' keys."""
+    s = settings()
+    logs.configure(s.merchants.all_keys())
+    return s
+
+
+@lru_cache(maxsize=1)
+def app_endpoints() -> Endpoints:
+    """Database and broker URLs, starting the embedded services when none are configured."""
+    return endpoints(app_settings())
+
+
+def connect(autocommit: bool = False) -> psycopg.Connection:
+    """A new connection to the configured database. Raises RetryableError when it is down."""
+    try:
+        return psycopg.connect(app_endpoints().database_url, autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise RetryableError(f"PostgreSQL unavailable: {exc}".strip()) from exc

@@ -1,0 +1,141 @@
+"""Configuration: read once from the environment into a frozen Settings object.
+
+Every default is a named constant below; an invalid value fails at start with a ConfigError
+that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from worker.errors import ConfigError
+from worker.merchants import Merchants, load_merchants
+
+DEFAULT_DATA_DIR = ".iotledger"
+DEFAULT_V3_BASE_URL = "https://ccapi.iotpaycloud.com/v3"
+DEFAULT_V1_BASE_URL = "https://api.iotpaycloud.com/v1"
+# IOTPay operates from British Columbia; V3 paySuccTime carries no zone. Uncertain, so configurable.
+DEFAULT_GATEWAY_TZ = "America/Vancouver"
+# When the merchant's business day starts; most merchants close their books on local midnight.
+DEFAULT_SETTLEMENT_TZ = "America/Toronto"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_WEB_HOST = "127.0.0.1"
+DEFAULT_WEB_PORT = 8000
+DEFAULT_WEB_WORKERS = 2
+DEFAULT_WORKER_PROCESSES = 2
+DEFAULT_WORKER_THREADS = 4
+DEFAULT_PARKED_ALERT_SECONDS = 3600
+DEFAULT_REDRIVE_AFTER_SECONDS = 120
+DEFAULT_SWEEP_GIVE_UP_SECONDS = 48 * 3600
+DEFAULT_QUERY_RATE_PER_SECOND = 20.0
+DEFAULT_REFUSALS_PER_MINUTE = 60
+DEFAULT_QUEUE_NAME = "iotpay"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(name, f"must be > 0, got {value}")
+    return value
+
+
+def _zone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:
+    raw = env.get(name) or default
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(name, f"unknown IANA time zone {raw!r}") from None
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
+    raw = env.get(name) or default
+    if raw is None:
+        return None
+    if not raw.startswith(tuple(s + "://" for s in schemes)) and not raw.startswith(tuple(s + ":" for s in schemes)):
+        raise ConfigError(name, f"must start with one of {', '.join(s + '://' for s in schemes)}, got {raw!r}")
+    return raw.rstrip("/") if schemes[0].startswith("http") else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once. See README 'Configuration' for each variable."""
+
+    database_url: str | None
+    redis_url: str | None
+    data_dir: Path
+    merchants: Merchants = field(repr=False)
+    v3_base_url: str = DEFAULT_V3_BASE_URL
+    v1_base_url: str = DEFAULT_V1_BASE_URL
+    gateway_tz: ZoneInfo = ZoneInfo(DEFAULT_GATEWAY_TZ)
+    settlement_tz: ZoneInfo = ZoneInfo(DEFAULT_SETTLEMENT_TZ)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    web_host: str = DEFAULT_WEB_HOST
+    web_port: int = DEFAULT_WEB_PORT
+    web_workers: int = DEFAULT_WEB_WORKERS
+    worker_processes: int = DEFAULT_WORKER_PROCESSES
+    worker_threads: int = DEFAULT_WORKER_THREADS
+    parked_alert_seconds: int = DEFAULT_PARKED_ALERT_SECONDS
+    redrive_after_seconds: int = DEFAULT_REDRIVE_AFTER_SECONDS
+    sweep_give_up_seconds: int = DEFAULT_SWEEP_GIVE_UP_SECONDS
+    query_rate_per_second: float = DEFAULT_QUERY_RATE_PER_SECOND
+    refusals_per_minute: int = DEFAULT_REFUSALS_PER_MINUTE
+    alert_webhook_url: str | None = None
+    queue_name: str = DEFAULT_QUEUE_NAME
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable. Raises ConfigError naming the first bad one."""
+        env = os.environ if env is None else env
+        return cls(
+            database_url=_url(env, "DATABASE_URL", None, ("postgresql", "postgres")),
+            redis_url=_url(env, "REDIS_URL", None, ("redis", "rediss", "unix")),
+            data_dir=Path(env.get("IOTLEDGER_DATA_DIR") or DEFAULT_DATA_DIR).absolute(),
+            merchants=load_merchants(env.get("IOTPAY_MERCHANTS"), env.get("IOTPAY_MERCHANTS_FILE")),
+            v3_base_url=_url(env, "IOTPAY_V3_BASE_URL", DEFAULT_V3_BASE_URL, ("https", "http")),
+            v1_base_url=_url(env, "IOTPAY_V1_BASE_URL", DEFAULT_V1_BASE_URL, ("https", "http")),
+            gateway_tz=_zone(env, "IOTPAY_GATEWAY_TZ", DEFAULT_GATEWAY_TZ),
+            settlement_tz=_zone(env, "IOTLEDGER_SETTLEMENT_TZ", DEFAULT_SETTLEMENT_TZ),
+            max_body_bytes=_int(env, "IOTLEDGER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
+            web_host=env.get("IOTLEDGER_WEB_HOST") or DEFAULT_WEB_HOST,
+            web_port=_int(env, "PORT", _int(env, "IOTLEDGER_WEB_PORT", DEFAULT_WEB_PORT, 1), 1),
+            web_workers=_int(env, "IOTLEDGER_WEB_WORKERS", DEFAULT_WEB_WORKERS, 1),
+            worker_processes=_int(env, "IOTLEDGER_WORKER_PROCESSES", DEFAULT_WORKER_PROCESSES, 1),
+            worker_threads=_int(env, "IOTLEDGER_WORKER_THREADS", DEFAULT_WORKER_THREADS, 1),
+            parked_alert_seconds=_int(env, "IOTLEDGER_PARKED_ALERT_SECONDS", DEFAULT_PARKED_ALERT_SECONDS, 1),
+            redrive_after_seconds=_int(env, "IOTLEDGER_REDRIVE_AFTER_SECONDS", DEFAULT_REDRIVE_AFTER_SECONDS, 1),
+            sweep_give_up_seconds=_int(env, "IOTLEDGER_SWEEP_GIVE_UP_SECONDS", DEFAULT_SWEEP_GIVE_UP_SECONDS, 1),
+            query_rate_per_second=_float(env, "IOTLEDGER_QUERY_RATE_PER_SECOND", DEFAULT_QUERY_RATE_PER_SECOND),
+            refusals_per_minute=_int(env, "IOTLEDGER_REFUSALS_PER_MINUTE", DEFAULT_REFUSALS_PER_MINUTE, 1),
+            alert_webhook_url=_url(env, "IOTLEDGER_ALERT_WEBHOOK_URL", None, ("https", "http")),
+            queue_name=env.get("IOTLEDGER_QUEUE") or DEFAULT_QUEUE_NAME,
+        )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read from os.environ on first use."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""The IOTPay protocol: signatures, notifies, order statuses. No I/O here."""

@@ -1,0 +1,217 @@
+"""Parse a V3 JSON notify or a v1 notify (form fields, all strings) into one typed value.
+
+Every validation error names the field and the problem. Unknown fields are kept, since they
+are part of the signed text; the raw body is kept too. A card number that arrives unmasked is
+masked in the typed value and in `fields`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+from worker.errors import ValidationError
+from worker.iotpay.cards import mask_pan
+
+Family = Literal["v3", "v1"]
+PAY_TYPES = frozenset({"pay", "refund", "void"})
+CURRENCIES = frozenset({"CAD", "USD"})
+V3_CURRENCIES = frozenset({"CAD"})
+KNOWN_FIELDS = frozenset(
+    {
+        "payOrderId", "mchId", "mchOrderNo", "originalOrderId", "amount", "currency", "payType",
+        "refundable", "status", "invoiceNum", "paySuccTime", "cardNum", "cardType", "expiryDate",
+        "authNum", "transNum", "channel", "channelId", "channelOrderNo", "sign",
+    }
+)
+_V3_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
+_INT = re.compile(r"^-?\d+$")
+
+
+@dataclass(frozen=True)
+class Notify:
+    """One asynchronous notify (or query result) from IOTPay, validated."""
+
+    family: Family
+    mch_id: str
+    pay_order_id: str
+    mch_order_no: str | None
+    original_order_id: str | None
+    pay_type: str
+    amount: int
+    currency: str
+    status: int
+    refundable: int | None
+    pay_succ_time: datetime | None
+    channel: str | None
+    card_type: str | None
+    card_num: str | None
+    auth_num: str | None
+    trans_num: str | None
+    invoice_num: str | None
+    sign: str | None
+    fields: dict[str, Any] = field(repr=False)  # every field as received (cardNum masked)
+    raw: bytes = field(default=b"", repr=False)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Fields this code does not know (kept, they are signed)."""
+        return {k: v for k, v in self.fields.items() if k not in KNOWN_FIELDS}
+
+    @property
+    def is_refund(self) -> bool:
+        """True for a refund or void (it carries an originalOrderId)."""
+        return self.pay_type in ("refund", "void")
+
+
+def _str(params: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = params.get(name)
+    if value is None or value == "":
+        if required:
+            raise ValidationError(name, "missing")
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def _int(params: dict[str, Any], name: str, *, required: bool) -> int | None:
+    value = params.get(name)
+    if value is None or value == "":
+        if required:
+            raise ValidationError(name, "missing")
+        return None
+    if isinstance(value, bool):
+        raise ValidationError(name, f"must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        raise ValidationError(name, f"must be integer cents, got {value!r}")
+    if isinstance(value, str) and _INT.match(value.strip()) and value.strip() == value:
+        return int(value)
+    raise ValidationError(name, f"must be an integer, got {value!r}")
+
+
+def parse_pay_succ_time(value: Any, gateway_tz: ZoneInfo) -> datetime | None:
+    """`YYYY-MM-DD HH:MM:SS` in the gateway's zone (V3) or epoch milliseconds (v1) -> aware UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit():
+        ms = int(value)
+        if not 10**11 <= ms < 10**14:
+            raise ValidationError("paySuccTime", f"epoch milliseconds out of range: {value!r}")
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    if isinstance(value, str) and _V3_TIME.match(value):
+        try:
+            local = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise ValidationError("paySuccTime", f"not a valid date and time: {value!r}") from None
+        return local.replace(tzinfo=gateway_tz).astimezone(timezone.utc)
+    raise ValidationError("paySuccTime", f"expected 'YYYY-MM-DD HH:MM:SS' or epoch ms, got {value!r}")
+
+
+def detect_family(params: dict[str, Any]) -> Family:
+    """v1 notifies carry only strings (form fields); V3 carries JSON numbers."""
+    values = [v for k, v in params.items() if k != "sign"]
+    return "v1" if all(isinstance(v, str) for v in values) else "v3"
+
+
+def parse_params(params: dict[str, Any], gateway_tz: ZoneInfo, *, raw: bytes = b"", family: Family | None = None) -> Notify:
+    """Validate a decoded notify. Raises ValidationError naming the field."""
+    if not isinstance(params, dict):
+        raise ValidationError("body", "must be an object of fields")
+    family = family or detect_family(params)
+    fields = dict(params)
+    card_num = _str(params, "cardNum", required=False)
+    if card_num is not None:
+        card_num = mask_pan(card_num)
+        fields["cardNum"] = card_num
+    pay_type = (_str(params, "payType", required=False) or "pay").lower()
+    if pay_type not in PAY_TYPES:
+        raise ValidationError("payType", f"must be one of pay, refund, void; got {params.get('payType')!r}")
+    currency = _str(params, "currency", required=True)
+    if currency not in CURRENCIES:
+        raise ValidationError("currency", f"unsupported currency {currency!r} (CAD or USD)")
+    if family == "v3" and currency not in V3_CURRENCIES:
+        raise ValidationError("currency", f"V3 orders are CAD only, got {currency!r}")
+    original = _str(params, "originalOrderId", required=False)
+    if pay_type in ("refund", "void") and original is None:
+        raise ValidationError("originalOrderId", f"missing on a {pay_type}")
+    status = _int(params, "status", required=True)
+    assert status is not None
+    amount = _int(params, "amount", required=True)
+    assert amount is not None
+    return Notify(
+        family=family,
+        mch_id=_str(params, "mchId", required=True) or "",
+        pay_order_id=_str(params, "payOrderId", required=True) or "",
+        mch_order_no=_str(params, "mchOrderNo", required=False),
+        original_order_id=original if pay_type != "pay" else None,
+        pay_type=pay_type,
+        amount=amount,
+        currency=currency,
+        status=status,
+        refundable=_int(params, "refundable", required=False),
+        pay_succ_time=parse_pay_succ_time(params.get("paySuccTime"), gateway_tz),
+        channel=_str(params, "channel", required=False) or _str(params, "channelId", required=False),
+        card_type=_str(params, "cardType", required=False),
+        card_num=card_num,
+        auth_num=_str(params, "authNum", required=False),
+        trans_num=_str(params, "transNum", required=False),
+        invoice_num=_str(params, "invoiceNum", required=False),
+        sign=_str(params, "sign", required=False),
+        fields=fields,
+        raw=raw,
+    )
+
+
+def decode_body(raw: bytes, content_type: str | None) -> tuple[Family, dict[str, Any]]:
+    """Decode an HTTP notify body: JSON (V3) or form fields (v1, optionally `params=<json>`).
+
+    Raises ValidationError("body", ...) when it is neither.
+    """
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("body", "not UTF-8 text") from None
+    stripped = text.lstrip()
+    if ctype == "application/json" or (not ctype and stripped.startswith("{")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError("body", f"invalid JSON ({exc.msg} at char {exc.pos})") from None
+        if not isinstance(data, dict):
+            raise ValidationError("body", "JSON body must be an object")
+        return detect_family(data), data
+    if ctype in ("application/x-www-form-urlencoded", "") and "=" in text:
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, encoding="utf-8", errors="strict")
+        except (ValueError, UnicodeDecodeError):
+            raise ValidationError("body", "malformed form body") from None
+        form = dict(pairs)
+        if len(form) != len(pairs):
+            raise ValidationError("body", "a form field appears twice")
+        if set(form) == {"params"}:  # v1 request style: params=<json>
+            try:
+                inner = json.loads(form["params"])
+            except json.JSONDecodeError as exc:
+                raise ValidationError("params", f"invalid JSON ({exc.msg})") from None
+            if not isinstance(inner, dict):
+                raise ValidationError("params", "must be a JSON object")
+            return detect_family(inner), inner
+        return "v1", form
+    raise ValidationError("body", f"neither JSON nor form fields (Content-Type {content_type or 'missing'!r})")
+
+
+def parse_body(raw: bytes, content_type: str | None, gateway_tz: ZoneInfo) -> Notify:
+    """Decode and validate an HTTP notify body. Raises ValidationError naming the field."""
+    family, params = decode_body(raw, content_type)
+    return parse_params(params, gateway_tz, raw=raw, family=family)

@@ -1,0 +1,94 @@
+"""IOTPay's MD5 `sign`, exactly as ../shared/iotpay/README.md describes it.
+
+1. every parameter but `sign` whose value is neither "" nor null;
+2. sorted by name (byte order);
+3. joined as k1=v1&k2=v2 with values as plain text (no URL-encoding, no trimming);
+4. `&key=<merchant key>` appended;
+5. MD5 of the UTF-8 bytes, upper-case hex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from worker.errors import SignatureError, ValidationError
+
+SIGN_FIELD = "sign"
+
+
+def _text(name: str, value: Any) -> str | None:
+    """The plain text of a value as the gateway signs it; None means 'left out'."""
+    if value is None:
+        return None
+    if isinstance(value, bool):  # PHP's string cast: true -> "1", false -> ""
+        return "1" if value else None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(name, "not a finite number")
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, str):
+        return value if value != "" else None
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    raise ValidationError(name, f"cannot sign a value of type {type(value).__name__}")
+
+
+def signing_string(params: Mapping[str, Any], key: str) -> str:
+    """The exact text that is hashed (contains the key: never log it)."""
+    parts = []
+    for name in sorted(params, key=lambda n: n.encode("utf-8")):
+        if name == SIGN_FIELD:
+            continue
+        text = _text(name, params[name])
+        if text is not None:
+            parts.append(f"{name}={text}")
+    parts.append(f"key={key}")
+    return "&".join(parts)
+
+
+def sign(params: Mapping[str, Any], key: str) -> str:
+    """Return the 32-character upper-case MD5 sign of params under key.
+
+    Raises ValidationError when a value cannot be rendered as text.
+    """
+    if not key:
+        raise ValueError("an empty key cannot sign")
+    return hashlib.md5(signing_string(params, key).encode("utf-8")).hexdigest().upper()
+
+
+def is_valid(params: Mapping[str, Any], keys: Iterable[str]) -> bool:
+    """True when params['sign'] matches the sign under any of keys (constant-time compare)."""
+    given = params.get(SIGN_FIELD)
+    if not isinstance(given, str) or len(given) != 32:
+        return False
+    given_b = given.upper().encode("ascii", "replace")
+    ok = False
+    for key in keys:
+        # compare against every key, no early exit, so timing does not tell which key matched
+        ok |= hmac.compare_digest(sign(params, key).encode("ascii"), given_b)
+    return ok
+
+
+def verify(params: Mapping[str, Any], keys: Iterable[str]) -> None:
+    """Raise SignatureError (or ValidationError for a missing sign) unless params verify."""
+    given = params.get(SIGN_FIELD)
+    if given is None or given == "":
+        raise ValidationError(SIGN_FIELD, "missing")
+    if not isinstance(given, str) or len(given) != 32:
+        raise ValidationError(SIGN_FIELD, "must be a 32-character hex string")
+    if not is_valid(params, keys):
+        raise SignatureError("sign: does not match any key of the merchant")
+
+
+def signed(params: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A copy of params with its `sign` set."""
+    out = {k: v for k, v in params.items() if k != SIGN_FIELD}
+    out[SIGN_FIELD] = sign(out, key)
+    return out

@@ -1,0 +1,1 @@
+"""The double-entry ledger: posting notifies exactly once, and checking its invariants."""
