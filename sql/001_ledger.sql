@@ -129,10 +129,15 @@ CREATE TRIGGER postings_no_truncate BEFORE TRUNCATE ON postings
 -- At commit: the entry has at least two legs and they sum to zero.
 CREATE FUNCTION ledger_check_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    eid bigint := CASE TG_TABLE_NAME WHEN 'postings' THEN NEW.entry_id ELSE NEW.id END;
+    eid bigint;
     legs integer;
     total numeric;
 BEGIN
+    IF TG_TABLE_NAME = 'postings' THEN
+        eid := NEW.entry_id;
+    ELSE
+        eid := NEW.id;
+    END IF;
     SELECT count(*), coalesce(sum(amount), 0) INTO legs, total FROM postings WHERE entry_id = eid;
     IF legs < 2 OR total <> 0 THEN
         RAISE EXCEPTION 'journal entry % does not balance: % leg(s) summing to %', eid, legs, total
@@ -150,6 +155,7 @@ CREATE CONSTRAINT TRIGGER posting_balanced AFTER INSERT ON postings
 CREATE FUNCTION ledger_track_refundable() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     pay pay_balances%ROWTYPE;
+    rev journal_entries%ROWTYPE;
 BEGIN
     IF NEW.kind = 'pay' THEN
         INSERT INTO pay_balances (pay_order_id, entry_id, mch_id, currency, amount)
@@ -172,6 +178,23 @@ BEGIN
         END IF;
         -- the CHECK refunded_within_amount on pay_balances refuses a refund beyond the refundable
         UPDATE pay_balances SET refunded = refunded + NEW.amount WHERE pay_order_id = NEW.original_order_id;
+    ELSIF NEW.kind = 'reversal' THEN
+        -- a correction: reversing a refund gives its amount back; reversing a pay leaves nothing refundable
+        SELECT * INTO rev FROM journal_entries WHERE id = NEW.reverses_entry_id;
+        IF rev.amount <> NEW.amount OR rev.currency <> NEW.currency OR rev.mch_id <> NEW.mch_id
+           OR rev.pay_order_id <> NEW.pay_order_id OR rev.kind = 'reversal' THEN
+            RAISE EXCEPTION 'reversal % must mirror entry % (same order, merchant, currency, amount)', NEW.id, rev.id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'reversal_mirrors';
+        END IF;
+        IF rev.kind IN ('refund', 'void') THEN
+            UPDATE pay_balances SET refunded = refunded - NEW.amount WHERE pay_order_id = rev.original_order_id;
+        ELSE
+            UPDATE pay_balances SET refunded = amount WHERE pay_order_id = rev.pay_order_id AND refunded = 0;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'pay % has refunds: reverse them before reversing the pay', rev.pay_order_id
+                    USING ERRCODE = 'check_violation', CONSTRAINT = 'reversal_order';
+            END IF;
+        END IF;
     END IF;
     RETURN NULL;
 END $$;

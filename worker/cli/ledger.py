@@ -1,9 +1,103 @@
-"""Subcommands of the ledger area (registered in worker/cli/__init__.py)."""
+"""`iotledger ingest`, `iotledger order`, `iotledger check`: the ledger from the command line."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+
+from worker.cli.context import app_settings, connect
+from worker.ledger.checks import run_checks
+from worker.ledger.ingest import ingest_lines
+from worker.ledger.views import order_view
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    s = app_settings()
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    with stream, connect() as conn:
+        summary = ingest_lines(conn, stream, s.merchants, s.gateway_tz)
+    if args.json:
+        print(json.dumps(summary.as_json(), indent=2))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "nothing"
+        print(f"{summary.lines} line(s): {counts}")
+        for d in summary.details:
+            print(f"  line {d['line']}: {d['outcome']} {d['payOrderId'] or '-'}: {d['reason']}")
+    return 1 if summary.rejected else 0
+
+
+def cmd_order(args: argparse.Namespace) -> int:
+    with connect() as conn:
+        view = order_view(conn, args.order_id)
+    if view is None:
+        print(f"iotledger order: no order {args.order_id!r} in the ledger", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(view, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{view['payOrderId']}  {view['payType']}  {view['state']} (status {view['status']})"
+          + (f"  reason: {view['reason']}" if view["reason"] else ""))
+    print(f"  merchant {view['mchId']}  order {view['mchOrderNo'] or '-'}  channel {view['channel'] or '-'}"
+          + (f"  original {view['originalOrderId']}" if view["originalOrderId"] else ""))
+    print(f"  amount {view['amount']} {view['currency']} cents  refunded {view['refunded']}  refundable {view['refundable']}")
+    for r in view["refunds"]:
+        print(f"  refund {r['payOrderId']}: {r['amount']} {r['currency']} {r['state']}" + (f" ({r['reason']})" if r["reason"] else ""))
+    for e in view["entries"]:
+        legs = "; ".join(f"{leg['account']} Dr {leg['debit']}" if leg["debit"] else f"{leg['account']} Cr {leg['credit']}"
+                         for leg in e["legs"])
+        print(f"  entry #{e['id']} {e['kind']} {e['amount']} {e['currency']} at {e['occurredAt']}: {legs}")
+    for x in view["exceptions"]:
+        print(f"  exception {x['kind']}: {x['reason']}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    s = app_settings()
+    with connect() as conn:
+        report = run_checks(conn, parked_before=datetime.now(timezone.utc) - timedelta(seconds=s.parked_alert_seconds))
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        for code, t in report.currencies.items():
+            print(f"{code}: paid {t['paid']}  refunded {t['refunded']}  net {t['net']} cents "
+                  f"({t['pays']} pays, {t['refunds']} refunds/voids)")
+        for p in report.parked_too_long:
+            print(f"parked too long: refund {p['pay_order_id']} waits for {p['original_order_id']} since {p['first_seen_at']}")
+        for v in report.violations:
+            print(f"VIOLATION {v['rule']}: {v.get('pay_order_id') or v.get('currency') or ''} {v['detail']}")
+        print("ok" if report.ok else f"{len(report.violations)} violation(s)")
+    return 0 if report.ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to the parser."""
+    p = sub.add_parser(
+        "ingest",
+        help="verify and post JSON lines of notifies (backfill / replay); exit 1 if any line was rejected",
+        description="Each line: one notify as IOTPay sent it (a V3 object, or a v1 object whose values are "
+        "all strings), with its sign. Lines go through the same verify-and-post code as the workers; "
+        "posting is idempotent, so a file can be fed again safely.",
+    )
+    p.add_argument("file", help="a .jsonl file, or - for stdin")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "order",
+        help="show one order: state, amounts, refunds, journal entries and legs, exceptions",
+        description="Amounts are integer cents. Exit 1 when the order is unknown.",
+    )
+    p.add_argument("order_id", metavar="ORDER_ID", help="the gateway payOrderId")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_order)
+
+    p = sub.add_parser(
+        "check",
+        help="check every ledger invariant; exit 1 on any violation",
+        description="Each entry balances; postings sum to zero per currency; clearing = paid - refunded; "
+        "every pay's refundable = amount - refunds; every refund has a posted original. Also lists "
+        "refunds parked longer than IOTLEDGER_PARKED_ALERT_SECONDS.",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object with ok and per-currency paid/refunded/net")
+    p.set_defaults(func=cmd_check)

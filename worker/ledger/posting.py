@@ -1,13 +1,247 @@
-"""Posting rules (placeholder: being written)."""
+"""Posting rules: every successful IOTPay order becomes exactly one balanced journal entry.
+
+    pay (status 2/3)      debit clearing, credit sales; the pay's refundable = its amount
+    refund                debit refunds, credit clearing; the original's refundable goes down
+    void (payType=void)   debit sales, credit clearing: reverses the pay in full
+
+IOTPay notifies voids with payType=refund, so a gateway void arrives as a full refund and is
+posted as one (same effect on clearing and refundable); an explicit payType=void posts a void.
+
+Everything about one pay order and its refunds runs under one transaction-scoped advisory
+lock keyed by the pay order id, so duplicates racing in from several workers serialise; the
+unique index on journal_entries and the triggers in sql/001_ledger.sql are the last word.
+"""
 
 from __future__ import annotations
 
-import psycopg
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from worker import logs
+from worker.errors import RetryableError
 from worker.iotpay.notify import Notify
-from worker.ledger.outcome import PostResult
+from worker.iotpay.status import Outcome as Status
+from worker.iotpay.status import outcome as status_outcome
+from worker.ledger.outcome import Outcome, PostResult
+from worker.sqlfiles import q
+
+log = logs.get("worker.ledger")
+
+LEGS = {"pay": ("clearing", "sales"), "refund": ("refunds", "clearing"), "void": ("sales", "clearing")}
+CONTENT_FIELDS = ("mch_id", "pay_type", "original_order_id", "amount", "currency")
+
+
+def fingerprint(notify: Notify) -> str:
+    """What makes an order id's content: two notifies of one order must agree on these."""
+    text = "|".join(str(getattr(notify, f) or "") for f in CONTENT_FIELDS)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Txn:
+    """The money facts of one order, from a notify or from a stored (parked) order row."""
+
+    pay_order_id: str
+    mch_id: str
+    pay_type: str
+    original_order_id: str | None
+    amount: int
+    currency: str
+    occurred_at: datetime
 
 
 def post_notify(conn: psycopg.Connection, notify: Notify, *, source: str = "notify") -> PostResult:
-    """Post one notify exactly once, in its own transaction. Raises RetryableError when the DB is down."""
-    raise NotImplementedError
+    """Post one verified notify (or query result) exactly once, in its own transaction.
+
+    Never raises for bad money facts (those become recorded exceptions); raises RetryableError
+    when PostgreSQL is unavailable, so the caller can try again later.
+    """
+    root = notify.original_order_id if notify.is_refund and notify.original_order_id else notify.pay_order_id
+    try:
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(q("lock_order_tree"), {"root": root})
+            result = _post_locked(cur, notify, source)
+    except psycopg.OperationalError as exc:
+        raise RetryableError(f"PostgreSQL unavailable while posting {notify.pay_order_id}: {exc}") from exc
+    log.info("ledger.post", pay_order_id=notify.pay_order_id, outcome=result.outcome.value, reason=result.reason,
+             released=[r.pay_order_id for r in result.released] or None)
+    return result
+
+
+def _order_params(n: Notify, fp: str, state: str, reason: str | None, source: str) -> dict[str, Any]:
+    return {
+        "pay_order_id": n.pay_order_id, "mch_id": n.mch_id, "mch_order_no": n.mch_order_no, "pay_type": n.pay_type,
+        "original_order_id": n.original_order_id, "currency": n.currency, "amount": n.amount, "status": n.status,
+        "state": state, "reason": reason, "gateway_refundable": n.refundable, "fingerprint": fp,
+        "channel": n.channel, "card_type": n.card_type, "card_num": n.card_num, "auth_num": n.auth_num,
+        "trans_num": n.trans_num, "invoice_num": n.invoice_num, "pay_succ_time": n.pay_succ_time,
+        "source": source, "fields": Jsonb({k: v for k, v in n.fields.items() if k != "sign"}),
+    }
+
+
+def _state_for(status: int) -> str:
+    return {Status.PENDING: "pending", Status.FAILED: "failed", Status.UNKNOWN: "unknown"}.get(
+        status_outcome(status), "pending"
+    )
+
+
+def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
+    fp = fingerprint(n)
+    cur.execute(q("order_for_update"), {"pay_order_id": n.pay_order_id})
+    existing = cur.fetchone()
+    success = status_outcome(n.status) is Status.SUCCESS
+    params = _order_params(n, fp, _state_for(n.status), None, source)
+
+    if existing is None:
+        cur.execute(q("insert_order"), params)
+        if not success:
+            return _record_non_success(cur, n, params["state"])
+    else:
+        if existing["fingerprint"] != fp:
+            return _conflict(cur, n, existing, fp)
+        state = existing["state"]
+        if state in ("posted", "rejected"):
+            if state == "posted" and success and source == "query":
+                _compare_refundable(cur, n)
+            return PostResult(Outcome.DUPLICATE, n.pay_order_id, existing["reason"] or f"already {state}")
+        if not success:
+            new_state = params["state"]
+            if state == new_state or state == "failed" or state == "parked":
+                return PostResult(Outcome.DUPLICATE, n.pay_order_id, f"already {state}")
+            cur.execute(q("refresh_order"), params)
+            return _record_non_success(cur, n, new_state)
+        cur.execute(q("refresh_order"), params)  # pending/unknown/failed/parked -> success: post it now
+
+    txn = _Txn(n.pay_order_id, n.mch_id, n.pay_type, n.original_order_id, n.amount, n.currency,
+               n.pay_succ_time or datetime.now(timezone.utc))
+    result = _post_txn(cur, txn)
+    if result.outcome is Outcome.POSTED:
+        _compare_refundable(cur, n)
+    return result
+
+
+def _record_non_success(cur: psycopg.Cursor, n: Notify, state: str) -> PostResult:
+    if state == "unknown":
+        _exception(cur, n.pay_order_id, "unknown_status", f"status {n.status} is not documented; kept, not final",
+                   {"status": n.status}, f"unknown_status:{n.pay_order_id}:{n.status}")
+        return PostResult(Outcome.UNKNOWN_STATUS, n.pay_order_id, f"undocumented status {n.status}")
+    if state == "failed":
+        return PostResult(Outcome.FAILED, n.pay_order_id, f"status {n.status}: failed at the gateway")
+    return PostResult(Outcome.PENDING, n.pay_order_id, f"status {n.status}: not paid yet")
+
+
+def _conflict(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], fp: str) -> PostResult:
+    diffs = {}
+    for f in CONTENT_FIELDS:
+        old, new = existing[f], getattr(n, f)
+        if (old or None) != (new or None) and str(old) != str(new):
+            diffs[f] = {"recorded": old, "received": new}
+    reason = "same order id, different " + ", ".join(
+        f"{f} ({d['recorded']!r} recorded, {d['received']!r} received)" for f, d in diffs.items()
+    )
+    _exception(cur, n.pay_order_id, "conflict", reason, {"differences": diffs, "status": n.status},
+               f"conflict:{n.pay_order_id}:{fp}")
+    return PostResult(Outcome.CONFLICT, n.pay_order_id, reason)
+
+
+def _exception(cur: psycopg.Cursor, pay_order_id: str, kind: str, reason: str, details: dict[str, Any],
+               dedup_key: str) -> None:
+    cur.execute(q("record_exception"), {"pay_order_id": pay_order_id, "kind": kind, "reason": reason,
+                                        "details": Jsonb(details), "dedup_key": dedup_key})
+
+
+def _reject(cur: psycopg.Cursor, t: _Txn, kind: str, reason: str, details: dict[str, Any]) -> PostResult:
+    _exception(cur, t.pay_order_id, kind, reason, details, f"{kind}:{t.pay_order_id}")
+    cur.execute(q("set_order_state"), {"pay_order_id": t.pay_order_id, "state": "rejected", "reason": reason})
+    return PostResult(Outcome.REJECTED, t.pay_order_id, reason)
+
+
+def _ensure_accounts(cur: psycopg.Cursor, mch_id: str, currency: str) -> None:
+    cur.execute(q("account_ids"), {"mch_id": mch_id, "currency": currency})
+    if len(cur.fetchall()) < 3:
+        cur.execute(q("ensure_accounts"), {"mch_id": mch_id, "currency": currency})
+
+
+def _write_entry(cur: psycopg.Cursor, t: _Txn, kind: str) -> None:
+    _ensure_accounts(cur, t.mch_id, t.currency)
+    debit, credit = LEGS[kind]
+    cur.execute(q("insert_entry"), {
+        "pay_order_id": t.pay_order_id, "kind": kind, "original_order_id": t.original_order_id if kind != "pay" else None,
+        "mch_id": t.mch_id, "currency": t.currency, "amount": t.amount, "occurred_at": t.occurred_at,
+        "memo": None, "debit": debit, "credit": credit,
+    })
+    if len(cur.fetchall()) != 2:
+        raise RuntimeError(f"entry for {t.pay_order_id} did not get two legs")
+    cur.execute(q("set_order_state"), {"pay_order_id": t.pay_order_id, "state": "posted", "reason": None})
+
+
+def _post_txn(cur: psycopg.Cursor, t: _Txn) -> PostResult:
+    if t.amount <= 0:
+        return _reject(cur, t, "non_positive_amount", f"amount must be > 0 cents, got {t.amount}", {"amount": t.amount})
+    if t.pay_type == "pay":
+        _write_entry(cur, t, "pay")
+        released = _release_parked(cur, t.pay_order_id)
+        return PostResult(Outcome.POSTED, t.pay_order_id, None, released)
+    return _post_refund(cur, t)
+
+
+def _post_refund(cur: psycopg.Cursor, t: _Txn) -> PostResult:
+    cur.execute(q("pay_balance_for_update"), {"pay_order_id": t.original_order_id})
+    pay = cur.fetchone()
+    if pay is None:
+        reason = f"original pay {t.original_order_id} not posted yet; parked until it is"
+        cur.execute(q("set_order_state"), {"pay_order_id": t.pay_order_id, "state": "parked", "reason": reason})
+        return PostResult(Outcome.PARKED, t.pay_order_id, reason)
+    facts = {"original": t.original_order_id, "amount": t.amount, "currency": t.currency,
+             "original_amount": pay["amount"], "original_currency": pay["currency"], "refundable": pay["refundable"]}
+    if pay["mch_id"] != t.mch_id:
+        return _reject(cur, t, "merchant_mismatch",
+                       f"mchId {t.mch_id} differs from the original's {pay['mch_id']}", facts)
+    if pay["currency"] != t.currency:
+        return _reject(cur, t, "currency_mismatch",
+                       f"currency {t.currency} differs from the original's {pay['currency']}", facts)
+    if t.pay_type == "void" and (pay["refunded"] != 0 or t.amount != pay["amount"]):
+        return _reject(cur, t, "void_not_full",
+                       f"a void must reverse the pay in full: {t.amount} of {pay['amount']} cents, "
+                       f"{pay['refunded']} already refunded", facts)
+    if t.amount > pay["refundable"]:
+        return _reject(cur, t, "over_refund",
+                       f"refund of {t.amount} cents exceeds the original's refundable {pay['refundable']} cents", facts)
+    _write_entry(cur, t, t.pay_type)
+    return PostResult(Outcome.POSTED, t.pay_order_id)
+
+
+def _release_parked(cur: psycopg.Cursor, pay_order_id: str) -> tuple[PostResult, ...]:
+    cur.execute(q("parked_refunds_of"), {"pay_order_id": pay_order_id})
+    ids = [r["pay_order_id"] for r in cur.fetchall()]
+    released = []
+    for rid in ids:
+        cur.execute(q("order_for_update"), {"pay_order_id": rid})
+        row = cur.fetchone()
+        t = _Txn(row["pay_order_id"], row["mch_id"], row["pay_type"], row["original_order_id"], row["amount"],
+                 row["currency"], row["pay_succ_time"] or row["first_seen_at"])
+        released.append(_post_refund(cur, t))
+    return tuple(released)
+
+
+def _compare_refundable(cur: psycopg.Cursor, n: Notify) -> None:
+    """Record a mismatch when the gateway's stated refundable differs from the ledger's."""
+    if n.refundable is None:
+        return
+    if n.pay_type == "pay":
+        cur.execute(q("pay_balance_for_update"), {"pay_order_id": n.pay_order_id})
+        row = cur.fetchone()
+        ledger = row["refundable"] if row else None
+    else:
+        ledger = 0  # a refund order is not itself refundable
+    if ledger is not None and ledger != n.refundable:
+        _exception(cur, n.pay_order_id, "refundable_mismatch",
+                   f"gateway states refundable {n.refundable} cents, ledger has {ledger} cents",
+                   {"gateway": n.refundable, "ledger": ledger},
+                   f"refundable_mismatch:{n.pay_order_id}:{n.refundable}:{ledger}")

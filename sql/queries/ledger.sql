@@ -1,0 +1,145 @@
+-- Named queries of the ledger (worker/ledger/). Parameters are psycopg placeholders.
+
+-- name: lock_order_tree
+-- Serialises everything that touches one pay order and its refunds, across processes.
+SELECT pg_advisory_xact_lock(hashtextextended(%(root)s, 7201944))
+
+-- name: order_for_update
+SELECT pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status, state,
+       reason, fingerprint, pay_succ_time, first_seen_at
+FROM orders WHERE pay_order_id = %(pay_order_id)s FOR UPDATE
+
+-- name: insert_order
+INSERT INTO orders (pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status,
+                    state, reason, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
+                    trans_num, invoice_num, pay_succ_time, source, fields)
+VALUES (%(pay_order_id)s, %(mch_id)s, %(mch_order_no)s, %(pay_type)s, %(original_order_id)s, %(currency)s,
+        %(amount)s, %(status)s, %(state)s, %(reason)s, %(gateway_refundable)s, %(fingerprint)s, %(channel)s,
+        %(card_type)s, %(card_num)s, %(auth_num)s, %(trans_num)s, %(invoice_num)s, %(pay_succ_time)s,
+        %(source)s, %(fields)s)
+
+-- name: refresh_order
+-- New information about a known order (same content): its latest status and fields.
+UPDATE orders SET status = %(status)s, gateway_refundable = coalesce(%(gateway_refundable)s, gateway_refundable),
+       channel = coalesce(%(channel)s, channel), card_type = coalesce(%(card_type)s, card_type),
+       card_num = coalesce(%(card_num)s, card_num), auth_num = coalesce(%(auth_num)s, auth_num),
+       trans_num = coalesce(%(trans_num)s, trans_num), invoice_num = coalesce(%(invoice_num)s, invoice_num),
+       pay_succ_time = coalesce(%(pay_succ_time)s, pay_succ_time), mch_order_no = coalesce(mch_order_no, %(mch_order_no)s),
+       fields = %(fields)s, source = %(source)s, updated_at = now()
+WHERE pay_order_id = %(pay_order_id)s
+
+-- name: set_order_state
+UPDATE orders SET state = %(state)s, reason = %(reason)s, updated_at = now(),
+       posted_at = CASE WHEN %(state)s = 'posted' THEN now() ELSE posted_at END
+WHERE pay_order_id = %(pay_order_id)s
+
+-- name: account_ids
+SELECT kind, id FROM accounts WHERE mch_id = %(mch_id)s AND currency = %(currency)s
+
+-- name: ensure_accounts
+INSERT INTO accounts (mch_id, currency, kind)
+SELECT %(mch_id)s, %(currency)s, k FROM unnest(ARRAY['clearing', 'sales', 'refunds']) AS k
+ON CONFLICT (mch_id, currency, kind) DO NOTHING
+
+-- name: insert_entry
+-- One journal entry and its two legs in one statement: debit one account, credit the other.
+WITH e AS (
+    INSERT INTO journal_entries (pay_order_id, kind, original_order_id, mch_id, currency, amount, occurred_at, memo)
+    VALUES (%(pay_order_id)s, %(kind)s, %(original_order_id)s, %(mch_id)s, %(currency)s, %(amount)s,
+            %(occurred_at)s, %(memo)s)
+    RETURNING id, mch_id, currency, amount
+)
+INSERT INTO postings (entry_id, account_id, mch_id, currency, amount)
+SELECT e.id, a.id, e.mch_id, e.currency, CASE WHEN a.kind = %(debit)s THEN e.amount ELSE -e.amount END
+FROM e JOIN accounts a ON a.mch_id = e.mch_id AND a.currency = e.currency AND a.kind IN (%(debit)s, %(credit)s)
+RETURNING entry_id
+
+-- name: pay_balance_for_update
+SELECT pay_order_id, mch_id, currency, amount, refunded, refundable
+FROM pay_balances WHERE pay_order_id = %(pay_order_id)s FOR UPDATE
+
+-- name: parked_refunds_of
+SELECT pay_order_id FROM orders
+WHERE original_order_id = %(pay_order_id)s AND state = 'parked'
+ORDER BY coalesce(pay_succ_time, first_seen_at), first_seen_at, pay_order_id
+
+-- name: record_exception
+INSERT INTO ledger_exceptions (pay_order_id, kind, reason, details, dedup_key)
+VALUES (%(pay_order_id)s, %(kind)s, %(reason)s, %(details)s, %(dedup_key)s)
+ON CONFLICT (dedup_key) DO NOTHING
+
+-- name: order_view
+SELECT o.pay_order_id, o.mch_id, o.mch_order_no, o.pay_type, o.original_order_id, o.currency, o.amount, o.status,
+       o.state, o.reason, o.gateway_refundable, o.channel, o.card_type, o.card_num, o.auth_num, o.trans_num,
+       o.invoice_num, o.pay_succ_time, o.source, o.first_seen_at, o.updated_at, o.posted_at,
+       b.refunded, b.refundable
+FROM orders o LEFT JOIN pay_balances b ON b.pay_order_id = o.pay_order_id
+WHERE o.pay_order_id = %(pay_order_id)s
+
+-- name: order_refunds
+SELECT pay_order_id, pay_type, amount, currency, status, state, reason, pay_succ_time
+FROM orders WHERE original_order_id = %(pay_order_id)s
+ORDER BY coalesce(pay_succ_time, first_seen_at), pay_order_id
+
+-- name: order_entries
+SELECT e.id, e.kind, e.pay_order_id, e.original_order_id, e.amount, e.currency, e.occurred_at, e.posted_at,
+       a.kind AS account, p.amount AS leg
+FROM journal_entries e JOIN postings p ON p.entry_id = e.id JOIN accounts a ON a.id = p.account_id
+WHERE e.pay_order_id = %(pay_order_id)s
+ORDER BY e.id, p.amount DESC, a.kind
+
+-- name: order_exceptions
+SELECT kind, reason, details, created_at FROM ledger_exceptions
+WHERE pay_order_id = %(pay_order_id)s ORDER BY id
+
+-- name: check_unbalanced_entries
+SELECT e.id, e.pay_order_id, count(p.id) AS legs, coalesce(sum(p.amount), 0) AS total
+FROM journal_entries e LEFT JOIN postings p ON p.entry_id = e.id
+GROUP BY e.id, e.pay_order_id
+HAVING count(p.id) < 2 OR coalesce(sum(p.amount), 0) <> 0
+ORDER BY e.id LIMIT 100
+
+-- name: check_currency_totals
+SELECT currency, sum(amount) AS total FROM postings GROUP BY currency ORDER BY currency
+
+-- name: check_refundable
+-- Every posted pay: refundable = amount - (refunds + voids not reversed) as the journal says; a reversed
+-- pay has nothing left to refund.
+WITH reversed AS (SELECT reverses_entry_id AS id FROM journal_entries WHERE kind = 'reversal'),
+drawn AS (
+    SELECT r.original_order_id AS pay_order_id, sum(r.amount) AS drawn
+    FROM journal_entries r WHERE r.kind IN ('refund', 'void') AND r.id NOT IN (SELECT id FROM reversed)
+    GROUP BY r.original_order_id
+)
+SELECT b.pay_order_id, b.amount, b.refunded, b.refundable,
+       CASE WHEN b.entry_id IN (SELECT id FROM reversed) THEN b.amount ELSE coalesce(d.drawn, 0) END AS journal_refunded
+FROM pay_balances b LEFT JOIN drawn d USING (pay_order_id)
+WHERE b.refunded <> CASE WHEN b.entry_id IN (SELECT id FROM reversed) THEN b.amount ELSE coalesce(d.drawn, 0) END
+ORDER BY b.pay_order_id LIMIT 100
+
+-- name: check_orphan_refunds
+SELECT r.pay_order_id, r.original_order_id FROM journal_entries r
+LEFT JOIN pay_balances b ON b.pay_order_id = r.original_order_id
+WHERE r.kind IN ('refund', 'void') AND b.pay_order_id IS NULL LIMIT 100
+
+-- name: check_posted_without_entry
+SELECT o.pay_order_id FROM orders o
+WHERE o.state = 'posted' AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e.pay_order_id = o.pay_order_id)
+LIMIT 100
+
+-- name: totals_by_currency
+SELECT currency,
+       coalesce(sum(amount) FILTER (WHERE kind = 'pay'), 0) AS paid,
+       coalesce(sum(amount) FILTER (WHERE kind IN ('refund', 'void')), 0) AS refunded,
+       count(*) FILTER (WHERE kind = 'pay') AS pays,
+       count(*) FILTER (WHERE kind IN ('refund', 'void')) AS refunds
+FROM journal_entries GROUP BY currency ORDER BY currency
+
+-- name: clearing_by_currency
+SELECT a.currency, coalesce(sum(p.amount), 0) AS clearing
+FROM accounts a LEFT JOIN postings p ON p.account_id = a.id
+WHERE a.kind = 'clearing' GROUP BY a.currency ORDER BY a.currency
+
+-- name: parked_older_than
+SELECT pay_order_id, original_order_id, mch_id, amount, currency, first_seen_at FROM orders
+WHERE state = 'parked' AND first_seen_at < %(before)s ORDER BY first_seen_at

@@ -1,0 +1,76 @@
+"""`iotledger check`: every invariant of the ledger, over the whole ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from worker.sqlfiles import q
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Violations found (empty when the ledger is sound) and the totals per currency."""
+
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    currencies: dict[str, dict[str, int]] = field(default_factory=dict)
+    parked_too_long: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "violations": self.violations,
+            "currencies": self.currencies,
+            "parked_too_long": self.parked_too_long,
+        }
+
+
+def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = None) -> CheckReport:
+    """Run every invariant check in one read-only snapshot. Raises psycopg errors on DB failure."""
+    violations: list[dict[str, Any]] = []
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for row in cur.execute(q("check_unbalanced_entries")).fetchall():
+            violations.append({"rule": "entry_balanced", "entry_id": row["id"], "pay_order_id": row["pay_order_id"],
+                               "detail": f"{row['legs']} leg(s) summing to {row['total']}"})
+        for row in cur.execute(q("check_currency_totals")).fetchall():
+            if row["total"] != 0:
+                violations.append({"rule": "currency_sums_to_zero", "currency": row["currency"],
+                                   "detail": f"postings sum to {row['total']}"})
+        for row in cur.execute(q("check_refundable")).fetchall():
+            violations.append({"rule": "refundable_is_amount_minus_refunds", "pay_order_id": row["pay_order_id"],
+                               "detail": f"amount {row['amount']}, refunded {row['refunded']} in balance but "
+                                         f"{row['journal_refunded']} in the journal"})
+        for row in cur.execute(q("check_orphan_refunds")).fetchall():
+            violations.append({"rule": "refund_has_original", "pay_order_id": row["pay_order_id"],
+                               "detail": f"original {row['original_order_id']} has no posted pay"})
+        for row in cur.execute(q("check_posted_without_entry")).fetchall():
+            violations.append({"rule": "posted_order_has_entry", "pay_order_id": row["pay_order_id"],
+                               "detail": "order is marked posted but has no journal entry"})
+        totals = {r["currency"]: r for r in cur.execute(q("totals_by_currency")).fetchall()}
+        clearing = {r["currency"]: r["clearing"] for r in cur.execute(q("clearing_by_currency")).fetchall()}
+        currencies = {}
+        for cur_code in sorted(set(totals) | set(clearing)):
+            t = totals.get(cur_code, {"paid": 0, "refunded": 0, "pays": 0, "refunds": 0})
+            net = int(t["paid"]) - int(t["refunded"])
+            currencies[cur_code] = {"paid": int(t["paid"]), "refunded": int(t["refunded"]), "net": net,
+                                    "pays": int(t["pays"]), "refunds": int(t["refunds"]),
+                                    "clearing": int(clearing.get(cur_code, 0))}
+            if int(clearing.get(cur_code, 0)) != net:
+                violations.append({"rule": "clearing_equals_net", "currency": cur_code,
+                                   "detail": f"clearing balance {clearing.get(cur_code, 0)} but paid - refunded = {net}"})
+        parked = []
+        if parked_before is not None:
+            parked = [
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+                for r in cur.execute(q("parked_older_than"), {"before": parked_before}).fetchall()
+            ]
+    return CheckReport(violations, currencies, parked)
