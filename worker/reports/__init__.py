@@ -1,0 +1,1 @@
+"""Reports: business days, nightly reconciliation, settlement CSVs, alerts, the clock and the demo."""
