@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from urllib.parse import quote
+
+from psycopg.conninfo import conninfo_to_dict
 
 from worker.migrations import migrate
 
@@ -37,10 +39,15 @@ def _server_url() -> str:
 
 
 def with_dbname(url: str, dbname: str) -> str:
-    """The same server URL pointing at another database."""
+    """The same server URL (postgresql://...) pointing at another database."""
     params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+    user = quote(params.get("user") or "postgres", safe="")
+    password = ":" + quote(params["password"], safe="") if params.get("password") else ""
+    host = params.get("host") or "127.0.0.1"
+    port = params.get("port") or "5432"
+    if host.startswith("/"):  # unix socket folder (the embedded server)
+        return f"postgresql://{user}{password}@/{quote(dbname)}?host={quote(host, safe='/')}&port={port}"
+    return f"postgresql://{user}{password}@{host}:{port}/{quote(dbname)}"
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from worker.cli import admin, gateway, ledger, pipeline, protocol, reports
+from worker.cli.context import app_settings
 from worker.errors import ConfigError, RetryableError
 
 MODULES = [admin, protocol, ledger, pipeline, gateway, reports]
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        app_settings()  # an invalid configuration fails at start, whatever the command
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"iotledger: configuration error: {exc}", file=sys.stderr)
