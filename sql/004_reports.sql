@@ -18,13 +18,28 @@ CREATE TABLE reconcile_runs (
 );
 CREATE INDEX reconcile_runs_date_idx ON reconcile_runs (business_date, id);
 
+-- The classes a difference can fall into, with the sentence an alert and a newcomer read.
+CREATE TABLE mismatch_classes (
+    class       text PRIMARY KEY,
+    description text NOT NULL
+);
+INSERT INTO mismatch_classes (class, description) VALUES
+    ('expected_not_paid', 'the merchant expected this order but the gateway never reported it paid'),
+    ('paid_not_in_ledger', 'the gateway reported this order paid but it is not in the ledger'),
+    ('unknown_to_merchant', 'in the ledger but the merchant never registered this order'),
+    ('amount_mismatch', 'the amount differs between the merchant''s order and the gateway'),
+    ('currency_mismatch', 'the currency differs between the merchant''s order (or the original pay) and the gateway'),
+    ('refundable_mismatch', 'the gateway''s refundable balance differs from the ledger''s'),
+    ('refund_beyond_original', 'a refund or void goes beyond what its original pay allows'),
+    ('parked_without_original', 'a refund is parked: its original pay was never seen'),
+    ('stuck_pending', 'the order is still pending (or in an undocumented status) at the gateway'),
+    ('duplicate_merchant_order', 'one merchant order number has several gateway orders'),
+    ('conflict', 'the gateway sent different content for the same order id'),
+    ('ledger_exception', 'the ledger refused this order (see the reason)');
+
 CREATE TABLE reconcile_mismatches (
     run_id          bigint NOT NULL REFERENCES reconcile_runs (id),
-    class           text NOT NULL CHECK (class IN (
-                        'expected_not_paid', 'paid_not_in_ledger', 'unknown_to_merchant', 'amount_mismatch',
-                        'currency_mismatch', 'refundable_mismatch', 'refund_beyond_original',
-                        'parked_without_original', 'stuck_pending', 'duplicate_merchant_order', 'conflict',
-                        'ledger_exception')),
+    class           text NOT NULL REFERENCES mismatch_classes (class),
     subject         text NOT NULL,  -- payOrderId, or mchId/mchOrderNo when the gateway id is unknown
     mch_id          text,
     pay_order_id    text,

@@ -1,9 +1,73 @@
-"""Subcommands of the reports area (registered in worker/cli/__init__.py)."""
+"""`iotledger reconcile`, `export`, `clock`, `demo`: the reports from the command line.
+
+Exit codes as everywhere: 0 ok, 1 mismatches found (reconcile) or the check failed, 2 usage or
+configuration error, 3 a service unavailable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from worker import logs
+from worker.cli.context import app_endpoints, app_settings, connect
+from worker.errors import PermanentError
+from worker.reports.alerts import AlertSink, money
+from worker.reports.businessday import last_closed_day, parse_date
+
+log = logs.get("worker.cli.reports")
+
+
+def _day(args: argparse.Namespace):
+    s = app_settings()
+    return parse_date(args.date) if args.date else last_closed_day(datetime.now(timezone.utc), s.settlement_tz)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from worker.reports.reconcile import reconcile
+
+    s = app_settings()
+    try:
+        day = _day(args)
+    except PermanentError as exc:
+        print(f"iotledger reconcile: {exc}", file=sys.stderr)
+        return 2
+    with connect() as conn:
+        result = reconcile(conn, day, s.settlement_tz, AlertSink(s.alert_webhook_url))
+        sink = AlertSink(s.alert_webhook_url)
+        sink.deliver_pending(conn)
+    log.info("reconcile.done", business_date=str(day), run_id=result.run_id, mismatches=len(result.mismatches),
+             new_alerts=result.new_alerts)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False, default=str))
+    else:
+        d = result.day
+        print(f"business day {d.day} in {d.tz_name} ({d.hours:g} h, {d.start.isoformat()} to {d.end.isoformat()}), "
+              f"run #{result.run_id}")
+        if result.ok:
+            print("everything matches")
+        for m in result.mismatches:
+            amounts = ", ".join(f"{k} {money(v)}" for k, v in (("expected", m.expected_amount),
+                                                               ("gateway", m.gateway_amount),
+                                                               ("ledger", m.ledger_amount)) if v is not None)
+            print(f"  {m.cls:26} {m.subject:28} {m.currency or '':4} {amounts}  {m.description}")
+        if result.mismatches:
+            print(f"{len(result.mismatches)} mismatch(es), {result.new_alerts} new alert(s)")
+    return 1 if result.mismatches else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the parser."""
+    p = sub.add_parser(
+        "reconcile",
+        help="compare expected orders, the gateway and the ledger for one business day (exit 1 on mismatches)",
+        description="Reconcile one business day of the settlement time zone (IOTLEDGER_SETTLEMENT_TZ): every "
+        "difference between the merchant's expected orders, what IOTPay said and the ledger is classified, "
+        "stored and alerted once. Exit 0 when everything matches, 1 when there are mismatches.",
+    )
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="business day (default: the last closed day)")
+    p.add_argument("--json", action="store_true", help="print the run as one JSON object")
+    p.set_defaults(func=cmd_reconcile)

@@ -1,0 +1,290 @@
+-- Reports: reconciliation, alerts, settlement export, clock jobs.
+-- A business day is the half-open window [%(start)s, %(end)s) computed in Python from the
+-- settlement zone (worker/reports/businessday.py); %(tz)s is that zone's IANA name.
+-- An order's business instant is when the gateway says it happened (paySuccTime), else when we first heard of it.
+
+-- ---------------------------------------------------------------- reconciliation
+
+-- name: reconcile_start_run
+INSERT INTO reconcile_runs (business_date, settlement_tz, window_start, window_end)
+VALUES (%(day)s, %(tz)s, %(start)s, %(end)s)
+RETURNING id;
+
+-- name: reconcile_gateway_vs_ledger
+-- What the gateway said (orders, the notify inbox) against the ledger (entries, exceptions).
+-- One statement, one snapshot; DISTINCT ON keeps one row per (class, subject).
+WITH day_orders AS (
+    SELECT o.*
+    FROM orders o
+    WHERE coalesce(o.pay_succ_time, o.first_seen_at) >= %(start)s
+      AND coalesce(o.pay_succ_time, o.first_seen_at) < %(end)s
+),
+day_exceptions AS (
+    -- an exception belongs to its order's business day, and also to the day it was recorded
+    -- (so one recorded after its day was reconciled is reported the next night)
+    SELECT DISTINCT ON (x.pay_order_id, x.kind) x.*
+    FROM ledger_exceptions x
+    LEFT JOIN orders o ON o.pay_order_id = x.pay_order_id
+    WHERE x.created_at >= %(start)s AND x.created_at < %(end)s
+       OR coalesce(o.pay_succ_time, o.first_seen_at) >= %(start)s
+          AND coalesce(o.pay_succ_time, o.first_seen_at) < %(end)s
+    ORDER BY x.pay_order_id, x.kind, x.created_at DESC, x.id DESC
+),
+found AS (
+    -- the gateway said success, the ledger has no entry (and no other class explains it)
+    SELECT 'paid_not_in_ledger' AS class, o.pay_order_id AS subject, o.mch_id, o.pay_order_id, o.mch_order_no,
+           o.currency::text AS currency, NULL::bigint AS expected_amount, o.amount AS gateway_amount,
+           NULL::bigint AS ledger_amount,
+           jsonb_build_object('state', o.state, 'status', o.status, 'reason', o.reason, 'payType', o.pay_type) AS details
+    FROM day_orders o
+    WHERE o.status IN (2, 3) AND o.state NOT IN ('parked', 'rejected')
+      AND NOT EXISTS (SELECT 1 FROM journal_entries je WHERE je.pay_order_id = o.pay_order_id AND je.kind <> 'reversal')
+    UNION ALL
+    -- a notify we acknowledged (IOTPay notifies successes) that never reached the ledger
+    (SELECT DISTINCT ON (coalesce(i.pay_order_id, 'inbox/' || i.id))
+           'paid_not_in_ledger', coalesce(i.pay_order_id, 'inbox/' || i.id), i.mch_id, i.pay_order_id, NULL,
+           NULL, NULL, NULL, NULL,
+           jsonb_build_object('inbox_id', i.id, 'inbox_state', i.state, 'reason', i.reason)
+    FROM inbox i
+    WHERE i.received_at >= %(start)s AND i.received_at < %(end)s
+      AND i.state <> 'done'
+      AND (i.pay_order_id IS NULL AND i.state IN ('failed', 'dead')
+           OR i.pay_order_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.pay_order_id = i.pay_order_id)
+              AND NOT EXISTS (SELECT 1 FROM inbox d WHERE d.pay_order_id = i.pay_order_id AND d.state = 'done'))
+     ORDER BY coalesce(i.pay_order_id, 'inbox/' || i.id), i.id)
+    UNION ALL
+    SELECT 'parked_without_original', o.pay_order_id, o.mch_id, o.pay_order_id, o.mch_order_no, o.currency::text,
+           NULL, o.amount, NULL,
+           jsonb_build_object('original_order_id', o.original_order_id, 'reason', o.reason)
+    FROM day_orders o
+    WHERE o.state = 'parked'
+    UNION ALL
+    SELECT 'stuck_pending', o.pay_order_id, o.mch_id, o.pay_order_id, o.mch_order_no, o.currency::text,
+           NULL, o.amount, NULL,
+           jsonb_build_object('state', o.state, 'status', o.status, 'first_seen_at', o.first_seen_at)
+    FROM day_orders o
+    WHERE o.state IN ('pending', 'unknown')
+    UNION ALL
+    SELECT 'duplicate_merchant_order', g.mch_id || '/' || g.mch_order_no, g.mch_id, NULL, g.mch_order_no, NULL,
+           NULL, g.total, NULL,
+           jsonb_build_object('pay_order_ids', g.ids, 'states', g.states)
+    FROM (
+        SELECT o.mch_id, o.mch_order_no, sum(o.amount) AS total,
+               jsonb_agg(o.pay_order_id ORDER BY o.pay_order_id) AS ids,
+               jsonb_agg(o.state ORDER BY o.pay_order_id) AS states
+        FROM orders o
+        JOIN (SELECT DISTINCT mch_id, mch_order_no FROM day_orders
+              WHERE pay_type = 'pay' AND mch_order_no IS NOT NULL) k USING (mch_id, mch_order_no)
+        WHERE o.pay_type = 'pay' AND o.state <> 'failed'
+        GROUP BY o.mch_id, o.mch_order_no
+        HAVING count(*) > 1
+    ) g
+    UNION ALL
+    -- what the ledger itself recorded as an exception that day
+    SELECT CASE x.kind
+               WHEN 'conflict' THEN 'conflict'
+               WHEN 'over_refund' THEN 'refund_beyond_original'
+               WHEN 'void_not_full' THEN 'refund_beyond_original'
+               WHEN 'refundable_mismatch' THEN 'refundable_mismatch'
+               WHEN 'currency_mismatch' THEN 'currency_mismatch'
+               WHEN 'parked_too_long' THEN 'parked_without_original'
+               WHEN 'unknown_status' THEN 'stuck_pending'
+               ELSE 'ledger_exception'
+           END,
+           x.pay_order_id, o.mch_id, x.pay_order_id, o.mch_order_no, o.currency::text,
+           NULL, o.amount, (SELECT je.amount FROM journal_entries je
+                            WHERE je.pay_order_id = x.pay_order_id AND je.kind <> 'reversal'),
+           jsonb_build_object('exception', x.kind, 'reason', x.reason) || x.details
+    FROM day_exceptions x
+    LEFT JOIN orders o ON o.pay_order_id = x.pay_order_id
+)
+INSERT INTO reconcile_mismatches (run_id, class, subject, mch_id, pay_order_id, mch_order_no, currency,
+                                  expected_amount, gateway_amount, ledger_amount, details)
+SELECT DISTINCT ON (class, subject) %(run_id)s, class, subject, mch_id, pay_order_id, mch_order_no, currency,
+       expected_amount, gateway_amount, ledger_amount, details
+FROM found
+ORDER BY class, subject
+ON CONFLICT (run_id, class, subject) DO NOTHING;
+
+-- name: reconcile_expected_vs_gateway
+-- The merchant's expected orders (sql/003_gateway.sql) against the gateway and the ledger.
+-- An expected order matches a gateway pay by payOrderId when the checkout knew it, else by
+-- (mchId, mchOrderNo).
+WITH day_expected AS (
+    SELECT e.*
+    FROM expected_orders e
+    WHERE e.created_at >= %(start)s AND e.created_at < %(end)s
+),
+matched AS (
+    SELECT e.mch_id, e.mch_order_no, e.amount AS expected_amount, e.currency::text AS expected_currency,
+           o.pay_order_id, o.amount AS gateway_amount, o.currency::text AS gateway_currency, o.state
+    FROM day_expected e
+    JOIN orders o ON o.pay_type = 'pay' AND o.mch_id = e.mch_id
+                 AND (o.pay_order_id = e.pay_order_id OR e.pay_order_id IS NULL AND o.mch_order_no = e.mch_order_no)
+),
+found AS (
+    SELECT 'expected_not_paid' AS class, e.mch_id || '/' || e.mch_order_no AS subject, e.mch_id,
+           e.pay_order_id, e.mch_order_no, e.currency::text AS currency, e.amount AS expected_amount,
+           NULL::bigint AS gateway_amount, NULL::bigint AS ledger_amount,
+           jsonb_build_object('created_at', e.created_at, 'gave_up_at', e.gave_up_at, 'channel', e.channel) AS details
+    FROM day_expected e
+    WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.pay_order_id = e.pay_order_id)
+      -- a notify for it sits in the inbox: that is paid_not_in_ledger, not unpaid
+      AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = e.pay_order_id)
+      AND NOT EXISTS (SELECT 1 FROM orders o
+                      WHERE o.mch_id = e.mch_id AND o.mch_order_no = e.mch_order_no AND o.pay_type = 'pay')
+    UNION ALL
+    SELECT 'amount_mismatch', m.pay_order_id, m.mch_id, m.pay_order_id, m.mch_order_no, m.gateway_currency,
+           m.expected_amount, m.gateway_amount,
+           (SELECT je.amount FROM journal_entries je WHERE je.pay_order_id = m.pay_order_id AND je.kind = 'pay'),
+           jsonb_build_object('state', m.state)
+    FROM matched m
+    WHERE m.expected_amount <> m.gateway_amount AND m.state <> 'failed'
+    UNION ALL
+    SELECT 'currency_mismatch', m.pay_order_id, m.mch_id, m.pay_order_id, m.mch_order_no, m.gateway_currency,
+           m.expected_amount, m.gateway_amount, NULL,
+           jsonb_build_object('expected_currency', m.expected_currency, 'gateway_currency', m.gateway_currency,
+                              'state', m.state)
+    FROM matched m
+    WHERE m.expected_currency <> m.gateway_currency AND m.state <> 'failed'
+    UNION ALL
+    -- in the ledger, but the merchant's checkout never registered the order
+    SELECT 'unknown_to_merchant', je.pay_order_id, je.mch_id, je.pay_order_id, o.mch_order_no, je.currency::text,
+           NULL, o.amount, je.amount,
+           jsonb_build_object('occurred_at', je.occurred_at, 'channel', o.channel)
+    FROM journal_entries je
+    JOIN orders o ON o.pay_order_id = je.pay_order_id
+    WHERE je.kind = 'pay' AND je.occurred_at >= %(start)s AND je.occurred_at < %(end)s
+      AND NOT EXISTS (SELECT 1 FROM expected_orders e WHERE e.pay_order_id = je.pay_order_id)
+      AND NOT EXISTS (SELECT 1 FROM expected_orders e WHERE e.mch_id = je.mch_id AND e.mch_order_no = o.mch_order_no)
+)
+INSERT INTO reconcile_mismatches (run_id, class, subject, mch_id, pay_order_id, mch_order_no, currency,
+                                  expected_amount, gateway_amount, ledger_amount, details)
+SELECT DISTINCT ON (class, subject) %(run_id)s, class, subject, mch_id, pay_order_id, mch_order_no, currency,
+       expected_amount, gateway_amount, ledger_amount, details
+FROM found
+ORDER BY class, subject
+ON CONFLICT (run_id, class, subject) DO NOTHING;
+
+-- name: reconcile_finish_run
+-- Counts per class and a fingerprint of the whole result: a re-run on the same data has the same one.
+WITH m AS (SELECT * FROM reconcile_mismatches WHERE run_id = %(run_id)s),
+c AS (SELECT coalesce(jsonb_object_agg(class, n), '{}') AS counts
+      FROM (SELECT class, count(*) AS n FROM m GROUP BY class) g),
+f AS (SELECT encode(sha256(convert_to(coalesce(string_agg(
+              class || '|' || subject || '|' || coalesce(expected_amount::text, '') || '|'
+              || coalesce(gateway_amount::text, '') || '|' || coalesce(ledger_amount::text, ''),
+              E'\n' ORDER BY class, subject), ''), 'UTF8')), 'hex') AS fp FROM m)
+UPDATE reconcile_runs r
+SET finished_at = clock_timestamp(), mismatch_count = (SELECT count(*) FROM m), counts = c.counts, fingerprint = f.fp
+FROM c, f
+WHERE r.id = %(run_id)s
+RETURNING r.id, r.mismatch_count, r.counts, r.fingerprint;
+
+-- name: reconcile_mismatches_of_run
+SELECT m.class, m.subject, m.mch_id, m.pay_order_id, m.mch_order_no, m.currency,
+       m.expected_amount, m.gateway_amount, m.ledger_amount, m.details, c.description
+FROM reconcile_mismatches m
+JOIN mismatch_classes c USING (class)
+WHERE m.run_id = %(run_id)s
+ORDER BY m.class, m.subject;
+
+-- name: reconcile_last_run
+SELECT id, business_date, settlement_tz, window_start, window_end, mismatch_count, counts, fingerprint
+FROM reconcile_runs
+WHERE business_date = %(day)s AND finished_at IS NOT NULL
+ORDER BY id DESC
+LIMIT 1;
+
+-- ---------------------------------------------------------------- alerts
+
+-- name: alerts_from_run
+-- One alert per mismatch ever: the dedup key is the class and subject, so re-runs, a second
+-- clock and restarts raise nothing new for a mismatch already alerted.
+INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
+SELECT 'mismatch:' || m.class || ':' || m.subject, 'mismatch',
+       format('[%%s] %%s %%s: %%s', r.business_date, m.class, m.subject, c.description),
+       jsonb_build_object('business_date', r.business_date, 'class', m.class, 'subject', m.subject,
+                          'mch_id', m.mch_id, 'pay_order_id', m.pay_order_id, 'mch_order_no', m.mch_order_no,
+                          'currency', m.currency, 'expected_amount', m.expected_amount,
+                          'gateway_amount', m.gateway_amount, 'ledger_amount', m.ledger_amount) || m.details,
+       %(webhook_state)s
+FROM reconcile_mismatches m
+JOIN reconcile_runs r ON r.id = m.run_id
+JOIN mismatch_classes c ON c.class = m.class
+WHERE m.run_id = %(run_id)s
+ORDER BY m.class, m.subject
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, dedup_key, kind, text, details;
+
+-- name: alerts_from_give_ups
+-- Expected orders the sweep gave up on (still not final at the end of its schedule).
+INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
+SELECT 'give_up:' || e.mch_id || '/' || e.mch_order_no, 'sweep_give_up',
+       format('sweep gave up on %%s/%%s (%%s %%s cents, payOrderId %%s): still not final at the gateway',
+              e.mch_id, e.mch_order_no, e.currency, e.amount, coalesce(e.pay_order_id, 'unknown')),
+       jsonb_build_object('mch_id', e.mch_id, 'mch_order_no', e.mch_order_no, 'pay_order_id', e.pay_order_id,
+                          'amount', e.amount, 'currency', e.currency, 'gave_up_at', e.gave_up_at),
+       %(webhook_state)s
+FROM expected_orders e
+WHERE e.gave_up_at IS NOT NULL
+ORDER BY e.gave_up_at, e.mch_id, e.mch_order_no
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, dedup_key, kind, text, details;
+
+-- name: alerts_from_parked_give_ups
+-- Parked refunds whose original pay the sweep could not find before giving up.
+INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
+SELECT 'give_up_parked:' || p.original_order_id, 'sweep_give_up',
+       format('sweep gave up on pay %%s of merchant %%s: refund(s) parked since %%s still have no original',
+              p.original_order_id, p.mch_id, p.first_parked_at),
+       jsonb_build_object('mch_id', p.mch_id, 'original_order_id', p.original_order_id,
+                          'first_parked_at', p.first_parked_at, 'gave_up_at', p.gave_up_at),
+       %(webhook_state)s
+FROM parked_queries p
+WHERE p.gave_up_at IS NOT NULL
+ORDER BY p.gave_up_at, p.original_order_id
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, dedup_key, kind, text, details;
+
+-- name: alert_insert
+INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
+VALUES (%(dedup_key)s, %(kind)s, %(text)s, %(details)s, %(webhook_state)s)
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, dedup_key, kind, text, details;
+
+-- name: alerts_claim_pending
+-- Pending webhook deliveries; SKIP LOCKED so that two clocks never send the same alert at once.
+SELECT id, dedup_key, kind, text, details, attempts
+FROM alerts
+WHERE webhook_state = 'pending'
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: alert_mark_sent
+UPDATE alerts SET webhook_state = 'sent', sent_at = clock_timestamp(), attempts = attempts + %(attempts)s,
+                  last_error = NULL
+WHERE id = %(id)s;
+
+-- name: alert_mark_failed
+-- Still 'pending' while attempts remain (the next clock tick tries again), then 'failed'.
+UPDATE alerts SET attempts = attempts + %(attempts)s, last_error = %(error)s,
+                  webhook_state = CASE WHEN %(permanent)s OR attempts + %(attempts)s >= %(max_attempts)s
+                                       THEN 'failed' ELSE 'pending' END
+WHERE id = %(id)s;
+
+-- name: summary_facts
+-- What the daily summary says: the day's last reconcile run and the ledger's totals per currency.
+SELECT
+    (SELECT jsonb_build_object('run_id', id, 'mismatch_count', mismatch_count, 'counts', counts)
+     FROM reconcile_runs WHERE business_date = %(day)s AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1) AS run,
+    (SELECT coalesce(jsonb_object_agg(currency, t), '{}') FROM (
+        SELECT je.currency, jsonb_build_object(
+                   'count', count(*),
+                   'gross', coalesce(sum(je.amount) FILTER (WHERE je.kind = 'pay'), 0),
+                   'refunds', coalesce(sum(je.amount) FILTER (WHERE je.kind IN ('refund', 'void')), 0)) AS t
+        FROM journal_entries je
+        WHERE je.occurred_at >= %(start)s AND je.occurred_at < %(end)s AND je.kind <> 'reversal'
+        GROUP BY je.currency) x) AS totals;

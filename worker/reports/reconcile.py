@@ -1,0 +1,115 @@
+"""Nightly reconciliation of one business day: expected orders vs the gateway vs the ledger.
+
+Every difference is classified (see `mismatch_classes` in sql/004_reports.sql) by two
+set-based statements in sql/queries/reports.sql, run in one REPEATABLE READ transaction so
+they see one snapshot. Each run and its mismatches are stored; alerts are raised from the
+stored rows with a dedup key per (class, subject), so a mismatch already alerted is not
+alerted again by a re-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.rows import dict_row
+
+from worker import logs
+from worker.errors import RetryableError
+from worker.reports.alerts import AlertSink, raise_rows
+from worker.reports.businessday import BusinessDay, business_day
+from worker.sqlfiles import q
+
+log = logs.get("worker.reports.reconcile")
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One difference found by a run."""
+
+    cls: str
+    subject: str
+    description: str
+    mch_id: str | None
+    pay_order_id: str | None
+    mch_order_no: str | None
+    currency: str | None
+    expected_amount: int | None
+    gateway_amount: int | None
+    ledger_amount: int | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """camelCase keys as in IOTPay's own fields; amounts in cents."""
+        return {"class": self.cls, "subject": self.subject, "description": self.description,
+                "mchId": self.mch_id, "payOrderId": self.pay_order_id, "mchOrderNo": self.mch_order_no,
+                "currency": self.currency, "expectedAmount": self.expected_amount,
+                "gatewayAmount": self.gateway_amount, "ledgerAmount": self.ledger_amount, "details": self.details}
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """A stored run: its mismatches, counts per class, fingerprint, and how many alerts were new."""
+
+    run_id: int
+    day: BusinessDay
+    mismatches: tuple[Mismatch, ...]
+    counts: dict[str, int]
+    fingerprint: str
+    new_alerts: int
+    expected_orders_checked: bool
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing differs."""
+        return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as one JSON-ready object."""
+        return {"ok": self.ok, "runId": self.run_id, "businessDate": str(self.day.day), "timezone": self.day.tz_name,
+                "windowStart": self.day.start.isoformat(), "windowEnd": self.day.end.isoformat(),
+                "hours": self.day.hours, "mismatchCount": len(self.mismatches), "counts": self.counts,
+                "fingerprint": self.fingerprint, "newAlerts": self.new_alerts,
+                "expectedOrdersChecked": self.expected_orders_checked,
+                "mismatches": [m.to_json() for m in self.mismatches]}
+
+
+def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink | None = None) -> ReconcileResult:
+    """Reconcile one business day, store the run, raise alerts for mismatches not alerted before.
+
+    `conn` must be idle (autocommit off). Raises RetryableError when PostgreSQL is unavailable.
+    """
+    sink = sink or AlertSink()
+    bd = business_day(day, tz)
+    window = {"day": bd.day, "tz": bd.tz_name, "start": bd.start, "end": bd.end}
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(q("reconcile_start_run"), window)
+            run_id = cur.fetchone()["id"]
+            params = {**window, "run_id": run_id}
+            cur.execute(q("reconcile_gateway_vs_ledger"), params)
+            cur.execute("SELECT to_regclass('expected_orders') IS NOT NULL AS present")
+            has_expected = bool(cur.fetchone()["present"])
+            if has_expected:
+                cur.execute(q("reconcile_expected_vs_gateway"), params)
+            cur.execute(q("reconcile_finish_run"), {"run_id": run_id})
+            run = cur.fetchone()
+            cur.execute(q("reconcile_mismatches_of_run"), {"run_id": run_id})
+            rows = cur.fetchall()
+            new_alerts = raise_rows(cur, sink, "alerts_from_run", {"run_id": run_id})
+    except psycopg.OperationalError as exc:
+        raise RetryableError(f"PostgreSQL unavailable while reconciling {day}: {exc}") from exc
+    finally:
+        conn.isolation_level = None
+    mismatches = tuple(
+        Mismatch(r["class"], r["subject"], r["description"], r["mch_id"], r["pay_order_id"], r["mch_order_no"],
+                 r["currency"], r["expected_amount"], r["gateway_amount"], r["ledger_amount"], r["details"])
+        for r in rows
+    )
+    if not has_expected:
+        log.warning("reconcile.no_expected_orders", reason="table expected_orders missing; merchant side not compared")
+    return ReconcileResult(run_id, bd, mismatches, dict(run["counts"]), run["fingerprint"], new_alerts, has_expected)
