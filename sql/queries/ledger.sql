@@ -128,12 +128,16 @@ WHERE o.state = 'posted' AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e
 LIMIT 100
 
 -- name: totals_by_currency
-SELECT currency,
-       coalesce(sum(amount) FILTER (WHERE kind = 'pay'), 0) AS paid,
-       coalesce(sum(amount) FILTER (WHERE kind IN ('refund', 'void')), 0) AS refunded,
-       count(*) FILTER (WHERE kind = 'pay') AS pays,
-       count(*) FILTER (WHERE kind IN ('refund', 'void')) AS refunds
-FROM journal_entries GROUP BY currency ORDER BY currency
+-- Paid and refunded per currency, net of reversals (a reversal counts against the kind it reverses).
+SELECT e.currency,
+       coalesce(sum(e.amount) FILTER (WHERE e.kind = 'pay'), 0)
+         - coalesce(sum(e.amount) FILTER (WHERE r.kind = 'pay'), 0) AS paid,
+       coalesce(sum(e.amount) FILTER (WHERE e.kind IN ('refund', 'void')), 0)
+         - coalesce(sum(e.amount) FILTER (WHERE r.kind IN ('refund', 'void')), 0) AS refunded,
+       count(*) FILTER (WHERE e.kind = 'pay') - count(*) FILTER (WHERE r.kind = 'pay') AS pays,
+       count(*) FILTER (WHERE e.kind IN ('refund', 'void')) - count(*) FILTER (WHERE r.kind IN ('refund', 'void')) AS refunds
+FROM journal_entries e LEFT JOIN journal_entries r ON r.id = e.reverses_entry_id
+GROUP BY e.currency ORDER BY e.currency
 
 -- name: clearing_by_currency
 SELECT a.currency, coalesce(sum(p.amount), 0) AS clearing

@@ -36,8 +36,10 @@ class CheckReport:
 def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = None) -> CheckReport:
     """Run every invariant check in one read-only snapshot. Raises psycopg errors on DB failure."""
     violations: list[dict[str, Any]] = []
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if idle:  # one consistent snapshot for every check
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for row in cur.execute(q("check_unbalanced_entries")).fetchall():
             violations.append({"rule": "entry_balanced", "entry_id": row["id"], "pay_order_id": row["pay_order_id"],
                                "detail": f"{row['legs']} leg(s) summing to {row['total']}"})
