@@ -1,0 +1,88 @@
+-- Named queries of the notify pipeline (worker/pipeline/). Parameters are psycopg placeholders.
+
+-- name: inbox_insert
+-- A new body: stored once. An existing body (same sha256) inserts nothing and returns no row.
+INSERT INTO inbox (body_sha256, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id,
+                   received_at, verified_at)
+VALUES (%(body_sha256)s, %(body)s, %(pan_masked)s, %(content_type)s, %(family)s, %(remote_addr)s, %(mch_id)s,
+        %(pay_order_id)s, %(received_at)s, %(verified_at)s)
+ON CONFLICT (body_sha256) DO NOTHING
+RETURNING id, state
+
+-- name: inbox_by_hash
+SELECT id, state FROM inbox WHERE body_sha256 = %(body_sha256)s
+
+-- name: inbox_mark_queued
+-- Only a row the worker has not finished yet: a fast worker may already have marked it done.
+UPDATE inbox SET state = 'queued', queued_at = %(now)s, updated_at = %(now)s
+WHERE id = %(id)s AND state = 'received'
+
+-- name: inbox_load
+SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id, received_at, verified_at,
+       state, outcome, reason, attempts, redrives, queued_at, processed_at
+FROM inbox WHERE id = %(id)s
+
+-- name: inbox_mark_done
+-- The first outcome stands: a second delivery of the same row (redrive, replay) only counts the attempt.
+UPDATE inbox
+SET outcome = CASE WHEN state = 'done' THEN outcome ELSE %(outcome)s END,
+    reason = CASE WHEN state = 'done' THEN reason ELSE %(reason)s END,
+    state = 'done',
+    attempts = attempts + 1,
+    processed_at = coalesce(processed_at, now()),
+    updated_at = now()
+WHERE id = %(id)s
+RETURNING outcome
+
+-- name: inbox_mark_failed
+-- A permanent error: never overrides a row that was already processed.
+UPDATE inbox SET state = 'failed', reason = %(reason)s, attempts = attempts + 1, processed_at = now(), updated_at = now()
+WHERE id = %(id)s AND state <> 'done'
+
+-- name: inbox_mark_dead
+-- Retries ran out (dramatiq's on_retry_exhausted). Never overrides a finished row.
+UPDATE inbox SET state = 'dead', reason = %(reason)s, processed_at = now(), updated_at = now()
+WHERE id = %(id)s AND state NOT IN ('done', 'failed')
+
+-- name: inbox_count_attempt
+UPDATE inbox SET attempts = attempts + 1, updated_at = now() WHERE id = %(id)s
+
+-- name: inbox_due_for_redrive
+-- Rows not finished whose last hand-over to the queue is older than the cutoff, oldest first.
+-- SKIP LOCKED: two redrives at once (two clocks) never queue the same row twice.
+SELECT id FROM inbox
+WHERE state IN ('received', 'queued') AND coalesce(queued_at, received_at) < %(cutoff)s
+ORDER BY coalesce(queued_at, received_at)
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: inbox_mark_redriven
+UPDATE inbox SET state = 'queued', queued_at = %(now)s, redrives = redrives + 1, updated_at = %(now)s
+WHERE id = ANY(%(ids)s) AND state IN ('received', 'queued')
+
+-- name: inbox_list
+SELECT id, state, outcome, reason, family, mch_id, pay_order_id, remote_addr, received_at, processed_at, attempts,
+       redrives, pan_masked
+FROM inbox
+WHERE %(state)s::text IS NULL OR state = %(state)s::text
+ORDER BY id
+LIMIT %(limit)s
+
+-- name: inbox_ids_in_state
+SELECT id FROM inbox WHERE state = %(state)s ORDER BY id
+
+-- name: inbox_backlog
+-- For the metrics: rows per state not done, and the age of their oldest row (done rows are not counted:
+-- the table only grows, and a scrape must stay cheap).
+SELECT state, count(*) AS rows, extract(epoch FROM (now() - min(received_at)))::float8 AS oldest_age_seconds
+FROM inbox WHERE state IN ('received', 'queued', 'failed', 'dead')
+GROUP BY state
+
+-- name: inbox_async_commit
+-- For marks whose loss in a crash costs nothing (redrive treats received and queued alike):
+-- the commit does not wait for the WAL flush.
+SET LOCAL synchronous_commit TO OFF
+
+-- name: inbox_ping
+-- Readiness: the database answers and the inbox table is there.
+SELECT 1 FROM inbox LIMIT 1

@@ -1,0 +1,13 @@
+"""The notify pipeline: webhook ingress -> durable PostgreSQL inbox -> dramatiq workers -> ledger.
+
+    ingress.py     the WSGI app (POST /iotpay/notify, /healthz, /readyz, /metrics)
+    screening.py   what the ingress checks before keeping a body (sign, merchant, card masking)
+    limiter.py     refusals per source address
+    inbox.py       the inbox table: store once, states, outcomes
+    queue.py       handing an inbox id to dramatiq
+    process.py     one inbox row through verify-and-post (actor and replay share it)
+    actors.py      the dramatiq actors; workers.py is the module `dramatiq` loads
+    redrive.py     rows not done after an age are queued again
+    metrics.py     the ingress's Prometheus metrics and the inbox gauges
+    gunicorn_conf.py  gunicorn settings for `iotledger web`
+"""

@@ -1,0 +1,153 @@
+"""The durable inbox: every acknowledged notify, stored in PostgreSQL before the answer.
+
+States (sql/002_inbox.sql): received -> queued -> done | failed | dead. The same body again
+(same sha256) is recognised and not stored twice. Every function here runs in its own
+transaction and leaves the connection idle; psycopg's connection errors come out as
+RetryableError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from worker.errors import RetryableError
+from worker.pipeline.screening import Screened
+from worker.sqlfiles import q
+
+STATES = ("received", "queued", "done", "failed", "dead")
+UNFINISHED = ("received", "queued")
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One stored notify and how far it got."""
+
+    id: int
+    body: bytes
+    pan_masked: bool
+    content_type: str | None
+    family: str
+    remote_addr: str | None
+    mch_id: str | None
+    pay_order_id: str | None
+    received_at: datetime
+    verified_at: datetime | None
+    state: str
+    outcome: str | None
+    reason: str | None
+    attempts: int
+    redrives: int
+    queued_at: datetime | None
+    processed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Result of storing a body: its row id, and whether that body was already there."""
+
+    id: int
+    duplicate: bool
+    state: str
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turn psycopg's 'database unavailable' errors into RetryableError."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
+        raise RetryableError(f"PostgreSQL unavailable: {exc}".strip()) from exc
+
+
+def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | None, remote_addr: str | None,
+          now: datetime) -> Stored:
+    """Insert a screened body once and commit. Raises RetryableError when PostgreSQL is down."""
+    params = {
+        "body_sha256": screened.body_sha256,
+        "body": screened.body,
+        "pan_masked": screened.pan_masked,
+        "content_type": content_type,
+        "family": screened.family,
+        "remote_addr": remote_addr,
+        "mch_id": screened.mch_id,
+        "pay_order_id": screened.pay_order_id,
+        "received_at": now,
+        "verified_at": now,
+    }
+    with translated(), conn.transaction():
+        row = conn.execute(q("inbox_insert"), params).fetchone()
+        if row is not None:
+            return Stored(id=row[0], duplicate=False, state=row[1])
+        row = conn.execute(q("inbox_by_hash"), params).fetchone()
+    assert row is not None  # the unique body that stopped the insert is there
+    return Stored(id=row[0], duplicate=True, state=row[1])
+
+
+def mark_queued(conn: psycopg.Connection, inbox_id: int, now: datetime) -> None:
+    """Record that the row was handed to the queue (unless a worker already finished it)."""
+    with translated(), conn.transaction():
+        conn.execute(q("inbox_async_commit"))
+        conn.execute(q("inbox_mark_queued"), {"id": inbox_id, "now": now})
+
+
+def load(conn: psycopg.Connection, inbox_id: int) -> InboxRow | None:
+    """The row, or None when there is no such id. Raises RetryableError when PostgreSQL is down."""
+    with translated(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(q("inbox_load"), {"id": inbox_id}).fetchone()
+    return InboxRow(**row) if row else None
+
+
+def mark_done(conn: psycopg.Connection, inbox_id: int, outcome: str, reason: str | None) -> str:
+    """Mark the row done with its ledger outcome; the first outcome stands. Returns the stored outcome."""
+    with translated(), conn.transaction():
+        row = conn.execute(q("inbox_mark_done"), {"id": inbox_id, "outcome": outcome, "reason": reason}).fetchone()
+    return row[0] if row else outcome
+
+
+def mark_failed(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
+    """Record a permanent error (not retried) with its reason."""
+    with translated(), conn.transaction():
+        conn.execute(q("inbox_mark_failed"), {"id": inbox_id, "reason": reason})
+
+
+def mark_dead(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
+    """Record that retries ran out, with the last error."""
+    with translated(), conn.transaction():
+        conn.execute(q("inbox_mark_dead"), {"id": inbox_id, "reason": reason})
+
+
+def count_attempt(conn: psycopg.Connection, inbox_id: int) -> None:
+    """Count a processing attempt that ended in a transient error."""
+    with translated(), conn.transaction():
+        conn.execute(q("inbox_count_attempt"), {"id": inbox_id})
+
+
+def list_rows(conn: psycopg.Connection, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """Rows (without bodies) in id order, optionally of one state."""
+    with translated(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(q("inbox_list"), {"state": state, "limit": limit}).fetchall()
+
+
+def ids_in_state(conn: psycopg.Connection, state: str) -> list[int]:
+    """Every id in a state, in order."""
+    with translated(), conn.transaction():
+        return [r[0] for r in conn.execute(q("inbox_ids_in_state"), {"state": state})]
+
+
+def backlog(conn: psycopg.Connection) -> dict[str, tuple[int, float]]:
+    """{state: (rows, age in seconds of the oldest)} for the states that are not done."""
+    with translated(), conn.transaction():
+        return {state: (int(n), float(age or 0.0)) for state, n, age in conn.execute(q("inbox_backlog"))}
+
+
+def ping(conn: psycopg.Connection) -> None:
+    """A round trip to the database. Raises RetryableError when it is unavailable."""
+    with translated(), conn.transaction():
+        conn.execute(q("inbox_ping")).fetchone()

@@ -1,0 +1,50 @@
+"""Redrive: inbox rows not done after an age are queued again.
+
+This covers a Redis flushed or restarted, a worker killed in the middle of a message, and an
+enqueue that failed after the answer. Queuing a row twice is harmless: the actor skips a row
+that is done, and the ledger posts a notify once however often it sees it. `iotledger
+redrive` runs it once; the clock runs it every minute.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import structlog
+
+from worker.broker import sender_broker
+from worker.config import Settings
+from worker.pipeline import inbox, queue
+from worker.sqlfiles import q
+
+BATCH = 500
+log = structlog.get_logger("worker.pipeline.redrive")
+
+
+def redrive_once(database_url: str, redis_url: str, settings: Settings, now: datetime | None = None) -> int:
+    """Queue again every row still received/queued whose last hand-over is older than
+    settings.redrive_after_seconds; return how many were queued.
+
+    Raises RetryableError when PostgreSQL or Redis is unavailable (rows already queued in this
+    call stay marked; the others are found again next time).
+    """
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(seconds=settings.redrive_after_seconds)
+    broker = sender_broker(redis_url)
+    total = 0
+    with inbox.translated(), psycopg.connect(database_url) as conn:
+        while True:
+            with conn.transaction():
+                ids = [r[0] for r in conn.execute(q("inbox_due_for_redrive"), {"cutoff": cutoff, "limit": BATCH})]
+                for inbox_id in ids:
+                    queue.send(broker, settings.queue_name, inbox_id)
+                if ids:
+                    conn.execute(q("inbox_mark_redriven"), {"ids": ids, "now": now})
+            total += len(ids)
+            if len(ids) < BATCH:
+                break
+    if total:
+        log.warning("inbox rows redriven", rows=total, older_than_seconds=settings.redrive_after_seconds)
+    return total
+
