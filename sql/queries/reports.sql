@@ -288,3 +288,80 @@ SELECT
         FROM journal_entries je
         WHERE je.occurred_at >= %(start)s AND je.occurred_at < %(end)s AND je.kind <> 'reversal'
         GROUP BY je.currency) x) AS totals;
+
+-- ---------------------------------------------------------------- settlement export
+
+-- name: export_lock
+-- Exports of any day serialise: a day's assignment reads which days are closed.
+SELECT pg_advisory_xact_lock(7201944032);
+
+-- name: export_record
+SELECT export_date, settlement_tz, version, manifest FROM settlement_exports WHERE export_date = %(day)s;
+
+-- name: export_assign
+-- Give this day's file every entry of the day not yet in a file, and (unless restating) every
+-- entry of an already closed earlier day that arrived after that day's file: the prior-day
+-- adjustments. exported_entries' primary key keeps an entry in one file only.
+INSERT INTO exported_entries (entry_id, export_date, business_date)
+SELECT je.id, %(day)s, (je.occurred_at AT TIME ZONE %(tz)s)::date
+FROM journal_entries je
+WHERE je.occurred_at < %(end)s
+  AND (je.occurred_at >= %(start)s
+       OR %(with_prior)s AND (je.occurred_at AT TIME ZONE %(tz)s)::date IN (
+              SELECT export_date FROM settlement_exports WHERE export_date < %(day)s))
+  AND NOT EXISTS (SELECT 1 FROM exported_entries x WHERE x.entry_id = je.id);
+
+-- name: export_session_tz
+SELECT set_config('TimeZone', %(tz)s, true);
+
+-- name: export_rows
+-- The day's file, in a fixed order (same ledger, same bytes): the day's own transactions by
+-- time, then the prior-day adjustments by their business date and time. Local times use the
+-- session zone set by export_session_tz.
+SELECT to_char(%(day)s::date, 'YYYY-MM-DD') AS settlement_date,
+       to_char(x.business_date, 'YYYY-MM-DD') AS business_date,
+       CASE WHEN x.business_date < %(day)s THEN 'prior_day_adjustment' ELSE 'transaction' END AS record,
+       to_char(je.occurred_at, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM') AS local_time,
+       to_char(je.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS utc_time,
+       je.mch_id,
+       o.channel,
+       je.kind AS pay_type,
+       je.pay_order_id,
+       coalesce(je.original_order_id, rev.original_order_id) AS original_order_id,
+       o.mch_order_no,
+       je.currency::text AS currency,
+       CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void') THEN 'in' ELSE 'out' END
+           AS direction,
+       je.amount AS amount_cents,
+       o.card_type,
+       o.card_num,
+       o.auth_num,
+       o.trans_num,
+       je.id AS entry_id
+FROM exported_entries x
+JOIN journal_entries je ON je.id = x.entry_id
+LEFT JOIN journal_entries rev ON rev.id = je.reverses_entry_id
+LEFT JOIN orders o ON o.pay_order_id = je.pay_order_id
+WHERE x.export_date = %(day)s
+ORDER BY x.business_date < %(day)s, x.business_date, je.occurred_at, je.id;
+
+-- name: export_save
+INSERT INTO settlement_exports (export_date, settlement_tz, version, manifest)
+VALUES (%(day)s, %(tz)s, %(version)s, %(manifest)s)
+ON CONFLICT (export_date) DO UPDATE
+SET version = EXCLUDED.version, manifest = EXCLUDED.manifest, restated_at = clock_timestamp();
+
+-- name: export_ledger_totals
+-- The ledger's own view of what a set of exported days holds, straight from the postings
+-- (clearing account legs): what the CSV must add up to.
+SELECT je.currency::text AS currency,
+       count(DISTINCT je.id) AS entries,
+       coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0) AS clearing_debits,
+       coalesce(-sum(p.amount) FILTER (WHERE p.amount < 0), 0) AS clearing_credits
+FROM exported_entries x
+JOIN journal_entries je ON je.id = x.entry_id
+JOIN postings p ON p.entry_id = je.id
+JOIN accounts a ON a.id = p.account_id AND a.kind = 'clearing'
+WHERE x.export_date = %(day)s
+GROUP BY je.currency
+ORDER BY je.currency;

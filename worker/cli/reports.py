@@ -35,9 +35,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     except PermanentError as exc:
         print(f"iotledger reconcile: {exc}", file=sys.stderr)
         return 2
+    sink = AlertSink(s.alert_webhook_url)
     with connect() as conn:
-        result = reconcile(conn, day, s.settlement_tz, AlertSink(s.alert_webhook_url))
-        sink = AlertSink(s.alert_webhook_url)
+        result = reconcile(conn, day, s.settlement_tz, sink)
         sink.deliver_pending(conn)
     log.info("reconcile.done", business_date=str(day), run_id=result.run_id, mismatches=len(result.mismatches),
              new_alerts=result.new_alerts)
@@ -59,6 +59,33 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 1 if result.mismatches else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from worker.reports.export import ExportError, export_day
+
+    s = app_settings()
+    try:
+        day = _day(args)
+    except PermanentError as exc:
+        print(f"iotledger export: {exc}", file=sys.stderr)
+        return 2
+    with connect() as conn:
+        try:
+            result = export_day(conn, day, s.settlement_tz, Path(args.out), restate=args.restate)
+        except ExportError as exc:
+            print(f"iotledger export: {exc}", file=sys.stderr)
+            return 1
+    m = result.manifest
+    print(f"{result.status} settlement files for {day} ({m['timezone']}, version {m['version']}) in {result.folder}:")
+    for key in ("settlement", "summary", "manifest"):
+        print(f"  {result.files[key]}")
+    print(f"  {m['rows']['business_day']} transaction(s), {m['rows']['prior_day_adjustments']} prior-day adjustment(s)"
+          + (f" from {', '.join(m['prior_day_adjustment_dates'])}" if m["prior_day_adjustment_dates"] else ""))
+    for currency, t in sorted(m["totals"].items()):
+        print(f"  {currency}: gross {money(t['gross_cents'])}, refunds {money(t['refunds_cents'])}, "
+              f"net {money(t['net_cents'])}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the parser."""
     p = sub.add_parser(
@@ -71,3 +98,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--date", metavar="YYYY-MM-DD", help="business day (default: the last closed day)")
     p.add_argument("--json", action="store_true", help="print the run as one JSON object")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser(
+        "export",
+        help="write one business day's settlement CSV, summary and manifest (pandas; atomic; reproducible)",
+        description="Write <out>/<date>/settlement-<date>.csv (one row per pay, refund, void), summary-<date>.csv "
+        "(per currency: count, gross, refunds, net) and manifest-<date>.json (row counts, SHA-256). The first "
+        "export of an ended day closes it: exporting it again gives the same files, and later events for it go "
+        "into the next day's file as prior-day adjustments. A day not ended yet is exported as provisional.",
+    )
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="business day (default: the last closed day)")
+    p.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: ./reports)")
+    p.add_argument("--restate", action="store_true",
+                   help="rewrite a closed day from the ledger as it is now (new version) instead of the original files")
+    p.set_defaults(func=cmd_export)
