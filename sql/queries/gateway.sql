@@ -1,0 +1,110 @@
+-- Named queries of the gateway area: expected orders and the pending-order sweep.
+
+-- name: expect_insert
+INSERT INTO expected_orders (mch_id, mch_order_no, pay_order_id, amount, currency, channel, family, created_at,
+                             next_query_at)
+VALUES (%(mch_id)s, %(mch_order_no)s, %(pay_order_id)s, %(amount)s, %(currency)s, %(channel)s, %(family)s,
+        %(created_at)s, %(next_query_at)s)
+ON CONFLICT (mch_id, mch_order_no) DO NOTHING
+RETURNING mch_id;
+
+-- name: expect_get_for_update
+SELECT mch_id, mch_order_no, pay_order_id, amount, currency, channel, family, created_at
+FROM expected_orders WHERE mch_id = %(mch_id)s AND mch_order_no = %(mch_order_no)s
+FOR UPDATE;
+
+-- name: expect_set_pay_order_id
+UPDATE expected_orders SET pay_order_id = %(pay_order_id)s
+WHERE mch_id = %(mch_id)s AND mch_order_no = %(mch_order_no)s AND pay_order_id IS NULL;
+
+-- name: expected_get
+SELECT * FROM expected_orders WHERE mch_id = %(mch_id)s AND mch_order_no = %(mch_order_no)s;
+
+-- name: sweep_try_lock
+SELECT pg_try_advisory_lock(%(key)s) AS locked;
+
+-- name: sweep_unlock
+SELECT pg_advisory_unlock(%(key)s);
+
+-- Expected orders the ledger already knows final (a notify posted them): no query needed.
+-- name: sweep_settle_by_pay_order_id
+UPDATE expected_orders e
+SET resolved_at = %(now)s, next_query_at = NULL, last_status = o.status,
+    resolution = CASE o.state WHEN 'posted' THEN 'paid' ELSE o.state END
+FROM orders o
+WHERE e.resolved_at IS NULL AND e.pay_order_id IS NOT NULL AND o.pay_order_id = e.pay_order_id
+  AND o.pay_type = 'pay' AND o.state IN ('posted', 'failed', 'rejected')
+RETURNING e.mch_id, e.mch_order_no, e.gave_up_at;
+
+-- name: sweep_settle_by_mch_order_no
+UPDATE expected_orders e
+SET resolved_at = %(now)s, next_query_at = NULL, last_status = o.status, pay_order_id = o.pay_order_id,
+    resolution = CASE o.state WHEN 'posted' THEN 'paid' ELSE o.state END
+FROM orders o
+WHERE e.resolved_at IS NULL AND e.pay_order_id IS NULL AND o.mch_id = e.mch_id AND o.mch_order_no = e.mch_order_no
+  AND o.pay_type = 'pay' AND o.state IN ('posted', 'failed', 'rejected')
+RETURNING e.mch_id, e.mch_order_no, e.gave_up_at;
+
+-- name: sweep_due_expected
+SELECT mch_id, mch_order_no, pay_order_id, amount, currency, channel, family, created_at, query_count
+FROM expected_orders
+WHERE next_query_at <= %(now)s
+ORDER BY next_query_at
+LIMIT %(limit)s;
+
+-- name: sweep_record_expected
+UPDATE expected_orders
+SET query_count = query_count + 1, last_queried_at = %(now)s, last_status = %(last_status)s,
+    last_error = %(last_error)s, pay_order_id = coalesce(pay_order_id, %(pay_order_id)s),
+    next_query_at = %(next_query_at)s, resolved_at = %(resolved_at)s, resolution = %(resolution)s,
+    gave_up_at = %(gave_up_at)s
+WHERE mch_id = %(mch_id)s AND mch_order_no = %(mch_order_no)s AND resolved_at IS NULL AND gave_up_at IS NULL;
+
+-- Parked refunds whose original nobody is asking about yet.
+-- name: sweep_parked_unqueried
+SELECT r.original_order_id, min(r.mch_id) AS mch_id, min(r.first_seen_at) AS first_parked_at,
+       bool_or(r.fields ? 'channelId') AS v1_fields, min(r.channel) AS channel,
+       (SELECT e.family FROM expected_orders e WHERE e.pay_order_id = r.original_order_id LIMIT 1) AS expected_family
+FROM orders r
+WHERE r.state = 'parked' AND r.original_order_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM parked_queries p WHERE p.original_order_id = r.original_order_id)
+GROUP BY r.original_order_id;
+
+-- name: sweep_parked_insert
+INSERT INTO parked_queries (original_order_id, mch_id, family, first_parked_at, next_query_at)
+VALUES (%(original_order_id)s, %(mch_id)s, %(family)s, %(first_parked_at)s, %(next_query_at)s)
+ON CONFLICT (original_order_id) DO NOTHING;
+
+-- Originals that no refund waits on any more (posted by a notify, or by a query): done.
+-- name: sweep_parked_settle
+UPDATE parked_queries p SET resolved_at = %(now)s, next_query_at = NULL
+WHERE p.resolved_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM orders r WHERE r.original_order_id = p.original_order_id AND r.state = 'parked')
+RETURNING p.original_order_id;
+
+-- name: sweep_due_parked
+SELECT original_order_id, mch_id, family, first_parked_at, query_count
+FROM parked_queries
+WHERE next_query_at <= %(now)s
+ORDER BY next_query_at
+LIMIT %(limit)s;
+
+-- name: sweep_record_parked
+UPDATE parked_queries
+SET query_count = query_count + 1, last_queried_at = %(now)s, last_status = %(last_status)s,
+    last_error = %(last_error)s, next_query_at = %(next_query_at)s, resolved_at = %(resolved_at)s,
+    gave_up_at = %(gave_up_at)s
+WHERE original_order_id = %(original_order_id)s AND resolved_at IS NULL AND gave_up_at IS NULL;
+
+-- name: sweep_next_due
+SELECT min(t) AS next_due FROM (
+    SELECT min(next_query_at) AS t FROM expected_orders WHERE next_query_at IS NOT NULL
+    UNION ALL
+    SELECT min(next_query_at) FROM parked_queries WHERE next_query_at IS NOT NULL
+) s;
+
+-- name: sweep_run_start
+INSERT INTO sweep_runs (swept_at, concurrency) VALUES (%(now)s, %(concurrency)s) RETURNING id;
+
+-- name: sweep_run_finish
+UPDATE sweep_runs SET finished_at = clock_timestamp(), counts = %(counts)s WHERE id = %(id)s;

@@ -1,0 +1,335 @@
+"""The sweep against the simulator over real HTTP, with real PostgreSQL and the ledger's own posting code.
+
+Time is driven: the sweep takes `now`, the simulator's clock is set over its control API, so
+"completes after 40 s" and "given up after the schedule" run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import httpx
+import psycopg
+import pytest
+from structlog.testing import capture_logs
+
+from worker.gateway.client import GatewayClient
+from worker.gateway.expected import ExpectedOrder, record
+from worker.gateway.schedule import Schedule
+from worker.gateway.sweep import SweepReport, next_due, open_pool, sweep_once
+from worker.iotpay.notify import decode_body
+from worker.ledger.checks import run_checks
+from worker.ledger.intake import verify_and_post
+from worker.merchants import Merchant, Merchants
+from worker.simulator import NotifyPolicy, SimClock, Simulator
+from worker.simulator.threaded import ThreadedServer
+
+TZ = ZoneInfo("America/Vancouver")
+MERCHANTS = Merchants({"M1": Merchant("M1", ("k-m1-0123456789abcdef",), "jack"),
+                       "M2": Merchant("M2", ("k-m2-fedcba9876543210",), "jill")})
+T0 = datetime(2026, 3, 2, 17, 0, 0, tzinfo=timezone.utc)
+
+
+def receiver(db_url: str):
+    """A notify endpoint that posts through the ledger's verify_and_post and acknowledges."""
+
+    def app(environ, start_response):
+        raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        family, params = decode_body(raw, environ.get("CONTENT_TYPE"))
+        with psycopg.connect(db_url) as conn:
+            verify_and_post(conn, params, MERCHANTS, TZ, raw=raw, family=family)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"success"]
+
+    return app
+
+
+class Env:
+    """Simulator and notify receiver on real sockets, a gateway client, a pool, and a control client."""
+
+    def __init__(self, db_url: str, *, policy: NotifyPolicy, clock: SimClock | None = None) -> None:
+        self.db_url = db_url
+        self.sim = Simulator(MERCHANTS, seed=7, policy=policy, gateway_tz=TZ, clock=clock)
+        self.sim_server = ThreadedServer(self.sim)
+        self.recv_server = ThreadedServer(receiver(db_url))
+        self.notify_url = f"{self.recv_server.url}/iotpay/notify"
+        self.ctl = httpx.Client(base_url=self.sim_server.url, timeout=10)
+        self.client = GatewayClient(MERCHANTS, v3_base_url=f"{self.sim_server.url}/v3",
+                                    v1_base_url=f"{self.sim_server.url}/v1", gateway_tz=TZ, sleep=lambda s: None)
+        self.pool = open_pool(db_url, 8)
+
+    def create(self, **spec) -> dict:
+        spec.setdefault("notifyUrl", self.notify_url)
+        r = self.ctl.post("/_sim/orders", json=spec)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def expect(self, order: dict, created_at: datetime, schedule: Schedule | None = None, *, with_id: bool = False) -> None:
+        exp = ExpectedOrder.from_dict({"mchId": order["mchId"], "mchOrderNo": order["mchOrderNo"],
+                                       "amount": order["amount"], "currency": order["currency"],
+                                       "channel": order.get("channel") or order.get("channelId"),
+                                       "createdAt": created_at.isoformat(),
+                                       **({"payOrderId": order["payOrderId"]} if with_id else {})})
+        with psycopg.connect(self.db_url) as conn:
+            record(conn, exp, schedule)
+
+    def queries(self) -> int:
+        reqs = self.ctl.get("/_sim/stats").json()["requests"]
+        return reqs.get("cc_query", 0) + reqs.get("query_order", 0)
+
+    def sweep(self, now: datetime, schedule: Schedule | None = None, concurrency: int = 8) -> SweepReport:
+        return sweep_once(self.pool, self.client, now=now, schedule=schedule, concurrency=concurrency)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.client.close()
+        self.ctl.close()
+        self.sim.sender.close()
+        self.sim_server.close()
+        self.recv_server.close()
+
+
+@pytest.fixture
+def env_factory(db_url: str) -> Iterator:
+    made: list[Env] = []
+
+    def make(**kwargs) -> Env:
+        made.append(Env(db_url, **kwargs))
+        return made[-1]
+
+    yield make
+    for e in made:
+        e.close()
+
+
+def entries(db_url: str) -> dict[str, list[tuple[str, int]]]:
+    with psycopg.connect(db_url) as conn:
+        out: dict[str, list[tuple[str, int]]] = {}
+        for pid, kind, amount in conn.execute("SELECT pay_order_id, kind, amount FROM journal_entries ORDER BY id"):
+            out.setdefault(pid, []).append((kind, amount))
+        return out
+
+
+def expected_row(db_url: str, mch_order_no: str) -> dict:
+    with psycopg.connect(db_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute("SELECT * FROM expected_orders WHERE mch_order_no = %s", (mch_order_no,)).fetchone()
+
+
+def ledger_ok(db_url: str) -> dict:
+    with psycopg.connect(db_url) as conn:
+        report = run_checks(conn)
+    assert report.ok, report.violations
+    return report.currencies
+
+
+def test_dropped_notify_is_recovered_by_the_sweep(env_factory, db_url):
+    env = env_factory(policy=NotifyPolicy(seed=1, drop_rate=1.0))  # every automatic notify is lost
+    now = datetime.now(timezone.utc)
+    delivered = env.create(mchId="M1", mchOrderNo="A-1", amount=2599, status=2)
+    lost = env.create(mchId="M1", mchOrderNo="A-2", amount=1250, status=2)
+    v1_lost = env.create(mchId="M2", mchOrderNo="W-1", amount=880, currency="USD", channel="WX_APP", status=3)
+    assert env.ctl.post(f"/_sim/orders/{delivered['payOrderId']}/notify").status_code == 200  # this one gets through
+    assert env.sim.sender.wait_idle(10)
+    drops = [d for d in env.ctl.get("/_sim/deliveries").json()["deliveries"] if d["outcome"] == "dropped"]
+    assert {d["payOrderId"] for d in drops} == {delivered["payOrderId"], lost["payOrderId"], v1_lost["payOrderId"]}
+    assert set(entries(db_url)) == {delivered["payOrderId"]}
+
+    for order in (delivered, lost, v1_lost):
+        env.expect(order, now - timedelta(minutes=5))
+    report = env.sweep(now)
+
+    assert (report.settled, report.due, report.queried, report.paid) == (1, 2, 2, 2)
+    assert env.queries() == 2  # the order the ledger already had was not asked about
+    assert entries(db_url) == {delivered["payOrderId"]: [("pay", 2599)], lost["payOrderId"]: [("pay", 1250)],
+                               v1_lost["payOrderId"]: [("pay", 880)]}
+    row = expected_row(db_url, "A-2")
+    assert (row["resolution"], row["pay_order_id"], row["last_status"], row["next_query_at"]) == \
+        ("paid", lost["payOrderId"], 2, None)
+    assert ledger_ok(db_url)["CAD"]["net"] == 2599 + 1250
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT source FROM orders WHERE pay_order_id = %s", (lost["payOrderId"],)).fetchone()[0] == "query"
+    # a second pass finds nothing due and asks nothing
+    again = env.sweep(now + timedelta(hours=1))
+    assert (again.due, env.queries()) == (0, 2)
+
+
+def test_pos_order_completing_after_40s_is_found_by_2s_polling(env_factory, db_url):
+    clock = SimClock(T0)
+    env = env_factory(policy=NotifyPolicy(seed=2), clock=clock)
+    order = env.create(mchId="M1", mchOrderNo="POS-1", amount=4321, channel="CC_PAX", status=0, completeAfter=40)
+    env.expect(order, T0, with_id=True)
+
+    now, passes = T0, 0
+    while expected_row(db_url, "POS-1")["resolved_at"] is None:
+        due = next_due(env.pool)
+        assert due is not None, "the order was dropped from the schedule before it completed"
+        now = due
+        env.ctl.post("/_sim/clock", json={"now": now.isoformat()})
+        env.sweep(now)
+        passes += 1
+        assert passes < 100, "no endless loop"
+
+    row = expected_row(db_url, "POS-1")
+    assert now == T0 + timedelta(seconds=40)  # polled every 2 s: found at the first query after completion
+    assert row["query_count"] == 20 and passes == 20
+    assert row["resolution"] == "paid"
+    assert entries(db_url) == {order["payOrderId"]: [("pay", 4321)]}
+    with psycopg.connect(db_url) as conn:
+        occurred = conn.execute("SELECT occurred_at FROM journal_entries").fetchone()[0]
+    assert occurred == T0 + timedelta(seconds=40)  # paySuccTime from the gateway, not the sweep's clock
+
+
+def test_order_that_never_completes_is_given_up_and_alerted_once(env_factory, db_url):
+    clock = SimClock(T0)
+    env = env_factory(policy=NotifyPolicy(seed=3), clock=clock)
+    schedule = Schedule(give_up_after=timedelta(hours=2))
+    order = env.create(mchId="M1", mchOrderNo="POS-STUCK", amount=999, channel="CC_PAX", status=1)
+    env.expect(order, T0, schedule)
+
+    # the schedule itself, walked on paper: every query time up to the give-up age
+    planned, t = [], schedule.first_query_at(T0, "CC_PAX")
+    while t is not None:
+        planned.append(t)
+        t = schedule.next_query_at(T0, t, "CC_PAX")
+    assert planned[-1] == T0 + timedelta(hours=2) and len(planned) < 60
+
+    seen, gave_up_logs = [], []
+    with capture_logs() as logs:
+        while (due := next_due(env.pool)) is not None:
+            seen.append(due)
+            env.ctl.post("/_sim/clock", json={"now": due.isoformat()})
+            env.sweep(due, schedule)
+            assert len(seen) <= len(planned), "endless loop"
+        gave_up_logs = [e for e in logs if e["event"] == "sweep.gave_up"]
+    assert seen == planned
+    assert env.queries() == len(planned)
+    row = expected_row(db_url, "POS-STUCK")
+    assert row["gave_up_at"] == T0 + timedelta(hours=2) and row["next_query_at"] is None
+    assert row["resolved_at"] is None and row["last_status"] == 1 and row["query_count"] == len(planned)
+    assert len(gave_up_logs) == 1
+    assert gave_up_logs[0]["mch_order_no"] == "POS-STUCK" and gave_up_logs[0]["amount"] == 999
+    # never asked again, whatever the clock says
+    later = env.sweep(T0 + timedelta(days=3), schedule)
+    assert (later.due, env.queries()) == (0, len(planned))
+    with psycopg.connect(db_url) as conn:
+        state = conn.execute("SELECT state FROM orders WHERE pay_order_id = %s", (order["payOrderId"],)).fetchone()[0]
+    assert state == "pending" and entries(db_url) == {}
+
+
+def test_failed_order_is_recorded_and_not_queried_again(env_factory, db_url):
+    env = env_factory(policy=NotifyPolicy(seed=4))
+    now = datetime.now(timezone.utc)
+    order = env.create(mchId="M1", mchOrderNo="F-1", amount=500, status=9)
+    env.expect(order, now - timedelta(minutes=3))
+    report = env.sweep(now)
+    assert (report.failed, report.paid) == (1, 0)
+    row = expected_row(db_url, "F-1")
+    assert (row["resolution"], row["last_status"], row["next_query_at"]) == ("failed", 9, None)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT state FROM orders WHERE pay_order_id = %s", (order["payOrderId"],)).fetchone()[0] == "failed"
+    assert entries(db_url) == {}
+    env.sweep(now + timedelta(hours=5))
+    assert env.queries() == 1
+
+
+def test_notify_and_sweep_at_the_same_moment_post_once(env_factory, db_url):
+    env = env_factory(policy=NotifyPolicy(seed=5, drop_rate=1.0))
+    now = datetime.now(timezone.utc)
+    orders = [env.create(mchId="M1", mchOrderNo=f"R-{i}", amount=100 + i, status=2) for i in range(40)]
+    for o in orders:
+        env.expect(o, now - timedelta(minutes=2), with_id=True)
+    bodies = []
+    for o in orders:
+        nb = env.ctl.get(f"/_sim/orders/{o['payOrderId']}/notify-body").json()
+        bodies.append((nb["body"].encode(), nb["contentType"]))
+
+    start = threading.Barrier(5)
+    results: dict[str, object] = {}
+
+    def notifier(part: list) -> None:
+        with httpx.Client(timeout=30) as http:
+            start.wait()
+            for body, ctype in part:
+                assert http.post(env.notify_url, content=body, headers={"Content-Type": ctype}).text == "success"
+
+    def sweeper() -> None:
+        start.wait()
+        results["report"] = env.sweep(now, concurrency=8)
+
+    threads = [threading.Thread(target=notifier, args=(bodies[i::4],)) for i in range(4)]
+    threads.append(threading.Thread(target=sweeper))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    got = entries(db_url)
+    assert got == {o["payOrderId"]: [("pay", o["amount"])] for o in orders}  # one entry each, no more
+    assert ledger_ok(db_url)["CAD"]["net"] == sum(o["amount"] for o in orders)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger_exceptions").fetchone()[0] == 0
+        unresolved = conn.execute("SELECT count(*) FROM expected_orders WHERE resolved_at IS NULL").fetchone()[0]
+    report = results["report"]
+    assert report.settled + report.paid == len(orders) and unresolved == 0
+
+
+def test_parked_refund_gets_its_original_queried_and_both_post(env_factory, db_url):
+    env = env_factory(policy=NotifyPolicy(seed=6, drop_rate=1.0))
+    now = datetime.now(timezone.utc)
+    pay = env.create(mchId="M1", mchOrderNo="P-1", amount=10_000, status=2)  # its notify is lost
+    refund = env.client.cc_refund("M1", pay_order_id=pay["payOrderId"], mch_refund_no="RF-1", refund_amount=2_500)
+    void_pay = env.create(mchId="M2", mchOrderNo="P-2", amount=700, currency="USD", channel="ALIPAY_MOBILE", status=2)
+    v1_refund = env.client.refund_order("M2", pay_order_id=void_pay["payOrderId"], mch_refund_no="RF-2",
+                                        refund_amount=700, currency="USD")
+    for r in (refund, v1_refund):  # only the refunds' notifies arrive
+        env.ctl.post(f"/_sim/orders/{r.notify.pay_order_id}/notify")
+    assert env.sim.sender.wait_idle(10)
+    with psycopg.connect(db_url) as conn:
+        states = dict(conn.execute("SELECT pay_order_id, state FROM orders").fetchall())
+    assert states == {refund.notify.pay_order_id: "parked", v1_refund.notify.pay_order_id: "parked"}
+
+    report = env.sweep(now)
+
+    assert report.paid == 2 and report.released == 2
+    assert entries(db_url) == {
+        pay["payOrderId"]: [("pay", 10_000)], refund.notify.pay_order_id: [("refund", 2_500)],
+        void_pay["payOrderId"]: [("pay", 700)], v1_refund.notify.pay_order_id: [("refund", 700)],
+    }
+    with psycopg.connect(db_url) as conn:
+        balances = dict(conn.execute("SELECT pay_order_id, refundable FROM pay_balances").fetchall())
+        done = conn.execute("SELECT count(*) FROM parked_queries WHERE resolved_at IS NOT NULL").fetchone()[0]
+    assert balances == {pay["payOrderId"]: 7_500, void_pay["payOrderId"]: 0}
+    assert done == 2
+    totals = ledger_ok(db_url)
+    assert totals["CAD"]["net"] == 7_500 and totals["USD"]["net"] == 0
+    assert env.sweep(now + timedelta(hours=1)).due == 0
+
+
+def test_gateway_errors_are_counted_and_retried_next_time(env_factory, db_url):
+    env = env_factory(policy=NotifyPolicy(seed=8, drop_rate=1.0))
+    now = datetime.now(timezone.utc)
+    order = env.create(mchId="M1", mchOrderNo="E-1", amount=321, status=2)
+    env.expect(order, now - timedelta(minutes=2))
+    env.ctl.post("/_sim/faults", json={"badSign": 1})
+    first = env.sweep(now)
+    assert (first.errors, first.paid) == (1, 0)
+    row = expected_row(db_url, "E-1")
+    assert "sign" in row["last_error"] and row["next_query_at"] == now + timedelta(minutes=1)
+    assert entries(db_url) == {}  # a forged answer posts nothing
+    second = env.sweep(now + timedelta(minutes=1))
+    assert second.paid == 1 and entries(db_url) == {order["payOrderId"]: [("pay", 321)]}
+
+
+def test_two_sweeps_at_once_do_not_both_run(env_factory, db_url):
+    env = env_factory(policy=NotifyPolicy(seed=9))
+    with env.pool.connection() as conn:
+        conn.execute("SELECT pg_advisory_lock(7201944105)")
+        try:
+            report = env.sweep(datetime.now(timezone.utc))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7201944105)")
+            conn.commit()
+    assert report.skipped and report.queried == 0

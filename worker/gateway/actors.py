@@ -1,0 +1,83 @@
+"""The dramatiq actor through which programs (the merchant's checkout) report expected orders.
+
+Declared lazily with an explicit broker, because dramatiq binds an actor to a broker when it
+is declared: `expect_actor()` declares it on worker.broker's process broker (the one the
+`iotledger worker` processes consume), `declare(broker, queue)` on any other (tests).
+
+A checkout that does not import this package can enqueue the same message by name:
+    actor_name "expect_order", queue IOTLEDGER_QUEUE (default "iotpay"),
+    args [{"mchId", "mchOrderNo", "amount", "currency", "channel", "createdAt", "payOrderId"?}]
+Bad fields are permanent (never retried, logged with the field); PostgreSQL down is retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dramatiq
+import psycopg_pool
+
+from worker import logs
+from worker.errors import PermanentError, RetryableError
+from worker.gateway.expected import ExpectedOrder, record
+
+ACTOR_NAME = "expect_order"
+POOL_TIMEOUT_S = 10.0
+
+log = logs.get("worker.gateway.actors")
+_lock = threading.Lock()
+_actor: dramatiq.Actor | None = None
+_pools: dict[str, psycopg_pool.ConnectionPool] = {}
+
+
+def _pool(database_url: str) -> psycopg_pool.ConnectionPool:
+    with _lock:
+        pool = _pools.get(database_url)
+        if pool is None:
+            pool = _pools[database_url] = psycopg_pool.ConnectionPool(
+                database_url, min_size=1, max_size=4, timeout=POOL_TIMEOUT_S, open=True, name="expect")
+        return pool
+
+
+def expect_order(order: dict[str, Any], database_url: str | None = None) -> None:
+    """Record one expected order (the actor's body). Raises ValidationError (permanent) naming the
+    field, RetryableError when PostgreSQL is unavailable."""
+    if database_url is None:
+        from worker.cli.context import app_endpoints
+
+        database_url = app_endpoints().database_url
+    expected = ExpectedOrder.from_dict(order)
+    try:
+        with _pool(database_url).connection() as conn:
+            new = record(conn, expected)
+    except psycopg_pool.PoolTimeout as exc:
+        raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
+    log.info("expect.recorded", mch_id=expected.mch_id, mch_order_no=expected.mch_order_no, new=new)
+
+
+def declare(broker: dramatiq.Broker, queue_name: str) -> dramatiq.Actor:
+    """Declare the expect actor on broker (idempotent per broker)."""
+    try:
+        return broker.get_actor(ACTOR_NAME)
+    except dramatiq.errors.ActorNotFound:
+        return dramatiq.actor(expect_order, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name,
+                              throws=(PermanentError,))
+
+
+def expect_actor() -> dramatiq.Actor:
+    """The actor on this process's broker (worker.broker.setup_broker), declared on first use."""
+    global _actor
+    if _actor is None:
+        from worker.broker import setup_broker
+        from worker.cli.context import app_settings
+
+        _actor = declare(setup_broker(), app_settings().queue_name)
+    return _actor
+
+
+def send(order: ExpectedOrder, broker: dramatiq.Broker, queue_name: str) -> dramatiq.Message:
+    """Enqueue an expected order by actor name (no global broker needed)."""
+    message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(order.to_dict(),), kwargs={},
+                               options={})
+    return broker.enqueue(message)
