@@ -365,3 +365,30 @@ JOIN accounts a ON a.id = p.account_id AND a.kind = 'clearing'
 WHERE x.export_date = %(day)s
 GROUP BY je.currency
 ORDER BY je.currency;
+
+-- ---------------------------------------------------------------- clock
+
+-- name: job_claim
+-- Claim one (job, slot). Of several clocks only one gets a row back; a failed run, or one whose
+-- clock died (still 'running' long after it started), may be claimed again.
+INSERT INTO job_runs (job, slot, clock_id, status)
+VALUES (%(job)s, %(slot)s, %(clock_id)s, 'running')
+ON CONFLICT (job, slot) DO UPDATE
+SET clock_id = EXCLUDED.clock_id, status = 'running', attempts = job_runs.attempts + 1,
+    started_at = clock_timestamp(), finished_at = NULL, error = NULL, result = NULL
+WHERE job_runs.attempts < %(max_attempts)s
+  AND (job_runs.status = 'failed'
+       OR job_runs.status = 'running' AND job_runs.started_at < clock_timestamp() - %(stale)s::interval)
+RETURNING attempts;
+
+-- name: job_finish
+UPDATE job_runs
+SET status = %(status)s, finished_at = clock_timestamp(), result = %(result)s, error = %(error)s
+WHERE job = %(job)s AND slot = %(slot)s AND clock_id = %(clock_id)s;
+
+-- name: job_prune
+-- Minute jobs leave a row a minute each; keep a week of them (nightly rows are kept).
+DELETE FROM job_runs WHERE job IN ('sweep', 'redrive', 'alerts') AND started_at < %(before)s;
+
+-- name: last_export_date
+SELECT max(export_date) FROM settlement_exports;

@@ -86,6 +86,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clock(args: argparse.Namespace) -> int:
+    from worker.migrations import migrate
+    from worker.reports.clock import run_clock
+
+    s = app_settings()
+    ep = app_endpoints()
+    migrate(ep.database_url)
+    return run_clock(s, ep.database_url, ep.redis_url, Path(args.out), once=args.once)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the parser."""
     p = sub.add_parser(
@@ -112,3 +122,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restate", action="store_true",
                    help="rewrite a closed day from the ledger as it is now (new version) instead of the original files")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "clock",
+        help="run the periodic jobs: sweep, redrive and alerts every minute, reconcile+export nightly",
+        description="The Procfile's clock (APScheduler). Every minute: the gateway sweep, the inbox redrive, "
+        "alert delivery. After each business day closes in IOTLEDGER_SETTLEMENT_TZ (00:15 local): reconcile, "
+        "export and the daily summary, catching up missed days at start-up. Several clocks may run: each "
+        "job slot is claimed in PostgreSQL (job_runs) and runs once.",
+    )
+    p.add_argument("--out", metavar="DIR", default="reports", help="settlement files folder (default: ./reports)")
+    p.add_argument("--once", action="store_true", help="run every job once now and exit (1 if one failed)")
+    p.set_defaults(func=cmd_clock)
