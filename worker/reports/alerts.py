@@ -133,7 +133,8 @@ def raise_rows(cur: psycopg.Cursor, sink: AlertSink, query: str, params: dict[st
     """Run an alert-inserting named query (ON CONFLICT DO NOTHING ... RETURNING); log the new ones."""
     cur.execute(q(query), {**params, "webhook_state": sink.webhook_state})
     cols = [d.name for d in cur.description or ()]
-    return sink.announce(dict(zip(cols, row)) for row in cur.fetchall())
+    rows = cur.fetchall()
+    return sink.announce(row if isinstance(row, dict) else dict(zip(cols, row)) for row in rows)
 
 
 def raise_alert(conn: psycopg.Connection, sink: AlertSink, dedup_key: str, kind: str, text: str,

@@ -94,8 +94,7 @@ def money_strings(cents: pd.Series) -> pd.Series:
 def defuse(column: pd.Series) -> pd.Series:
     """Prefix text cells that a spreadsheet would run as a formula with an apostrophe."""
     text = column.astype("object")
-    mask = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_STARTS), na_action="ignore")
-    mask = mask.fillna(False).astype(bool)
+    mask = text.str.startswith(FORMULA_STARTS).fillna(False).astype(bool)
     if mask.any():
         text = text.where(~mask, "'" + text.astype(str))
     return text
