@@ -1,8 +1,8 @@
 -- The notify inbox: every notify the ingress acknowledged, stored before the `success` answer.
 -- A row is the gateway's word we promised to keep: it is never deleted by the pipeline, and
 -- its state says how far it got:
---   received  committed by the ingress, not (yet) handed to the queue
---   queued    handed to the queue (again, on redrive)
+--   received  stored, but handing it to the queue failed (Redis down): redrive will
+--   queued    stored and handed to the queue right after the answer (again on redrive)
 --   done      processed by the ledger; `outcome` says what posting did (posted, duplicate, ...)
 --   failed    permanent error (bad data, unknown merchant): not retried; `reason` names the field
 --   dead      transient errors outlived the retries; `reason` holds the last error

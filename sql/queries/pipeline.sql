@@ -1,20 +1,35 @@
 -- Named queries of the notify pipeline (worker/pipeline/). Parameters are psycopg placeholders.
 
--- name: inbox_insert
--- A new body: stored once. An existing body (same sha256) inserts nothing and returns no row.
-INSERT INTO inbox (body_sha256, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id,
-                   received_at, verified_at)
-VALUES (%(body_sha256)s, %(body)s, %(pan_masked)s, %(content_type)s, %(family)s, %(remote_addr)s, %(mch_id)s,
-        %(pay_order_id)s, %(received_at)s, %(verified_at)s)
-ON CONFLICT (body_sha256) DO NOTHING
-RETURNING id, state
+-- name: inbox_store
+-- One statement, one round trip: store a new body, or find the row of the same body.
+-- A new row is stored as 'queued' since the ingress hands it to the queue right after answering;
+-- if that fails, inbox_mark_not_queued sets it back to 'received' (redrive takes both alike).
+-- No row comes back when the same body is being stored concurrently (not yet visible):
+-- the caller then reads it with inbox_by_hash.
+WITH new_row AS (
+    INSERT INTO inbox (body_sha256, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id,
+                       received_at, verified_at, state, queued_at)
+    VALUES (%(body_sha256)s, %(body)s, %(pan_masked)s, %(content_type)s, %(family)s, %(remote_addr)s, %(mch_id)s,
+            %(pay_order_id)s, %(received_at)s, %(verified_at)s, 'queued', %(received_at)s)
+    ON CONFLICT (body_sha256) DO NOTHING
+    RETURNING id, state
+)
+SELECT id, state, false AS duplicate FROM new_row
+UNION ALL
+SELECT id, state, true AS duplicate FROM inbox
+WHERE body_sha256 = %(body_sha256)s AND NOT EXISTS (SELECT 1 FROM new_row)
 
 -- name: inbox_by_hash
 SELECT id, state FROM inbox WHERE body_sha256 = %(body_sha256)s
 
+-- name: inbox_mark_not_queued
+-- The enqueue after the answer failed (Redis down): say so; redrive will queue it.
+UPDATE inbox SET state = 'received', queued_at = NULL, updated_at = now()
+WHERE id = %(id)s AND state = 'queued'
+
 -- name: inbox_mark_queued
--- Only a row the worker has not finished yet: a fast worker may already have marked it done.
-UPDATE inbox SET state = 'queued', queued_at = %(now)s, updated_at = %(now)s
+-- A row that could not be queued was queued after all (its duplicate arrived with Redis back).
+UPDATE inbox SET state = 'queued', queued_at = now(), updated_at = now()
 WHERE id = %(id)s AND state = 'received'
 
 -- name: inbox_load
@@ -77,11 +92,6 @@ SELECT id FROM inbox WHERE state = %(state)s ORDER BY id
 SELECT state, count(*) AS rows, extract(epoch FROM (now() - min(received_at)))::float8 AS oldest_age_seconds
 FROM inbox WHERE state IN ('received', 'queued', 'failed', 'dead')
 GROUP BY state
-
--- name: inbox_async_commit
--- For marks whose loss in a crash costs nothing (redrive treats received and queued alike):
--- the commit does not wait for the WAL flush.
-SET LOCAL synchronous_commit TO OFF
 
 -- name: inbox_ping
 -- Readiness: the database answers and the inbox table is there.

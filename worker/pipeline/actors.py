@@ -26,7 +26,8 @@ from worker.pipeline.queue import ACTOR_NAME, DEAD_ACTOR_NAME
 
 # one message must not hold a worker thread forever; posting takes milliseconds
 TIME_LIMIT_MS = 60_000
-POOL_TIMEOUT_S = 10.0
+# a request for a connection with PostgreSQL down fails fast and is retried with backoff
+POOL_TIMEOUT_S = 3.0
 
 log = structlog.get_logger("worker.pipeline.actors")
 _pool: psycopg_pool.ConnectionPool | None = None

@@ -1,6 +1,6 @@
 """The durable inbox: every acknowledged notify, stored in PostgreSQL before the answer.
 
-States (sql/002_inbox.sql): received -> queued -> done | failed | dead. The same body again
+States (sql/002_inbox.sql): queued (or received) -> done | failed | dead. The same body again
 (same sha256) is recognised and not stored twice. Every function here runs in its own
 transaction and leaves the connection idle; psycopg's connection errors come out as
 RetryableError.
@@ -68,7 +68,9 @@ def translated() -> Iterator[None]:
 
 def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | None, remote_addr: str | None,
           now: datetime) -> Stored:
-    """Insert a screened body once and commit. Raises RetryableError when PostgreSQL is down."""
+    """Insert a screened body once, committed when this returns (one statement: on an autocommit
+    connection, one round trip). Raises RetryableError when PostgreSQL is down.
+    """
     params = {
         "body_sha256": screened.body_sha256,
         "body": screened.body,
@@ -81,20 +83,32 @@ def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | N
         "received_at": now,
         "verified_at": now,
     }
-    with translated(), conn.transaction():
-        row = conn.execute(q("inbox_insert"), params).fetchone()
-        if row is not None:
-            return Stored(id=row[0], duplicate=False, state=row[1])
-        row = conn.execute(q("inbox_by_hash"), params).fetchone()
-    assert row is not None  # the unique body that stopped the insert is there
-    return Stored(id=row[0], duplicate=True, state=row[1])
+    with translated():
+        row = conn.execute(q("inbox_store"), params).fetchone()
+        if row is None:  # the same body, committed by a concurrent request after our snapshot
+            found = conn.execute(q("inbox_by_hash"), params).fetchone()
+            row = (found[0], found[1], True) if found else None
+        if not conn.autocommit:
+            conn.commit()
+    if row is None:
+        raise RetryableError("inbox: the same body is being stored concurrently; try again")
+    return Stored(id=row[0], duplicate=row[2], state=row[1])
 
 
-def mark_queued(conn: psycopg.Connection, inbox_id: int, now: datetime) -> None:
-    """Record that the row was handed to the queue (unless a worker already finished it)."""
-    with translated(), conn.transaction():
-        conn.execute(q("inbox_async_commit"))
-        conn.execute(q("inbox_mark_queued"), {"id": inbox_id, "now": now})
+def mark_queued(conn: psycopg.Connection, inbox_id: int) -> None:
+    """Record that a row left 'received' was handed to the queue after all."""
+    with translated():
+        conn.execute(q("inbox_mark_queued"), {"id": inbox_id})
+        if not conn.autocommit:
+            conn.commit()
+
+
+def mark_not_queued(conn: psycopg.Connection, inbox_id: int) -> None:
+    """Record that handing the row to the queue failed (it stays for redrive)."""
+    with translated():
+        conn.execute(q("inbox_mark_not_queued"), {"id": inbox_id})
+        if not conn.autocommit:
+            conn.commit()
 
 
 def load(conn: psycopg.Connection, inbox_id: int) -> InboxRow | None:

@@ -127,8 +127,8 @@ class Ingress:
                  duplicate=stored.duplicate, pan_masked=screened.pan_masked, remote_addr=address)
         body = screened.ack
         start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
-        # a duplicate whose first copy was never queued (Redis was down) is queued now; one that
-        # is queued or finished is not queued twice
+        # a duplicate whose first copy could not be queued (Redis was down) is queued now; one
+        # that is queued or finished is not queued twice
         if stored.duplicate and stored.state != "received":
             return [body]
         return _ThenRun(body, lambda: self._enqueue(stored))
@@ -178,14 +178,21 @@ class Ingress:
         raise AssertionError("unreachable")
 
     def _enqueue(self, stored: Stored) -> None:
-        """Hand the inbox id to the workers; on any failure the row stays 'received' for redrive."""
+        """Hand the inbox id to the workers; on failure mark the row 'received': redrive will queue it."""
         try:
             queue.send(self.broker, self.settings.queue_name, stored.id)
-            with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-                inbox.mark_queued(conn, stored.id, self.clock())
-        except (RetryableError, psycopg_pool.PoolTimeout, psycopg.Error) as exc:
+            mark = inbox.mark_queued if stored.state == "received" else None  # a new row is stored 'queued'
+        except RetryableError as exc:
             metrics.ENQUEUE_FAILED.inc()
             log.warning("notify not queued, redrive will", inbox_id=stored.id, error=str(exc))
+            mark = inbox.mark_not_queued
+        if mark is None:
+            return
+        try:
+            with self.pool.connection(timeout=POOL_WAIT_S) as conn:
+                mark(conn, stored.id)
+        except (RetryableError, psycopg_pool.PoolTimeout, psycopg.Error):
+            pass  # the row is in the inbox either way; redrive looks at its age, not this mark
 
     # ------------------------------------------------------------------ health
     def backlog(self) -> dict[str, tuple[int, float]]:
@@ -212,8 +219,9 @@ class Ingress:
 
 def make_pool(database_url: str, max_size: int) -> psycopg_pool.ConnectionPool:
     """A connection pool that opens in the background, so the app starts with PostgreSQL down."""
+    # autocommit: storing a notify is one statement, so one round trip (its own durable commit)
     pool = psycopg_pool.ConnectionPool(database_url, min_size=1, max_size=max_size, open=False, name="ingress",
-                                       reconnect_timeout=0)
+                                       reconnect_timeout=0, kwargs={"autocommit": True})
     pool.open(wait=False)
     return pool
 

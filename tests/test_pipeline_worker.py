@@ -1,0 +1,133 @@
+"""The dramatiq workers, as real `iotledger worker` processes, against real PostgreSQL and Redis.
+
+Transient errors (PostgreSQL unreachable, through a proxy the test cuts) are retried with
+backoff; a message whose retries run out is recorded dead in PostgreSQL; permanent errors are
+recorded with their reason and not retried; `iotledger replay` posts them once fixed, and a
+second replay posts nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import dramatiq
+import psycopg
+import pytest
+import redis
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.cli import run as run_cli
+from tests.factories import KEY, KEY2, MCH, MCH2, MERCHANTS_JSON, v3_pay
+from tests.pipeline_procs import TcpProxy, encode, service_env, start_worker, stop, wait_until
+from worker.broker import sender_broker
+from worker.iotpay.signature import signed
+from worker.merchants import Merchant, Merchants
+from worker.pipeline import inbox, queue
+from worker.pipeline.screening import screen
+
+ONLY_MCH = json.dumps({MCH: {"keys": [KEY]}})
+
+
+def store(db_url: str, params: dict) -> int:
+    """Put a notify in the inbox as the ingress does (screened with both merchants known)."""
+    body, ctype = encode(params, form=False)
+    both = Merchants({MCH: Merchant(MCH, (KEY,)), MCH2: Merchant(MCH2, (KEY2,))})
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return inbox.store(conn, screen(body, ctype, both), content_type=ctype, remote_addr="127.0.0.1",
+                           now=datetime.now(timezone.utc)).id
+
+
+def rows(db_url: str) -> dict[int, tuple]:
+    with psycopg.connect(db_url) as conn:
+        return {r[0]: r[1:] for r in conn.execute("SELECT id, state, outcome, reason, attempts FROM inbox")}
+
+
+def entries(db_url: str) -> list[tuple[str, int]]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT pay_order_id, amount FROM journal_entries ORDER BY pay_order_id").fetchall()
+
+
+@pytest.mark.slow
+def test_transient_errors_are_retried_and_exhausted_retries_are_recorded_in_postgresql(db_url, redis_url, queue_name,
+                                                                                        tmp_path):
+    a = store(db_url, v3_pay("PCA1", 100))
+    b = store(db_url, v3_pay("PCB1", 200))
+    target = conninfo_to_dict(db_url)
+    proxy = TcpProxy(target.get("host") or "127.0.0.1", int(target.get("port") or 5432))
+    env = service_env(proxy.url(db_url), redis_url, queue_name, MERCHANTS_JSON, tmp_path)
+    proxy.down()
+    worker = start_worker(env, processes=1, threads=2)
+    broker = sender_broker(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        queue.send(broker, queue_name, a)
+        # b may be retried once only: its retries run out while PostgreSQL is still unreachable
+        broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=queue.ACTOR_NAME, args=(b,), kwargs={},
+                                        options={"max_retries": 1}))
+        wait_until(lambda: r.zcard(f"dramatiq:{queue_name}.XQ") >= 1, 60, "b's retries to run out")
+        assert rows(db_url)[a][0] == "queued" and rows(db_url)[b][0] == "queued"  # nothing could be written yet
+        proxy.up()
+        wait_until(lambda: rows(db_url)[a][0] == "done" and rows(db_url)[b][0] == "dead", 90,
+                   "a to be posted and b to be recorded dead")
+    finally:
+        stop(worker)
+        proxy.close()
+        for key in r.scan_iter(f"dramatiq:{queue_name}*"):
+            r.delete(key)
+    state, outcome, reason, _ = rows(db_url)[b]
+    assert reason.startswith("retries exhausted after 1 attempts") and "PostgreSQL unavailable" in reason
+    assert rows(db_url)[a][:2] == ("done", "posted")
+    assert entries(db_url) == [("PCA1", 100)]  # the dead one posted nothing
+    log = (tmp_path / "worker.log").read_text()
+    assert '"event": "notify retry"' in log and '"event": "notify dead"' in log
+
+
+@pytest.mark.slow
+def test_permanent_errors_are_recorded_not_retried_and_replay_posts_them_once_fixed(db_url, redis_url, queue_name,
+                                                                                     tmp_path):
+    unknown = store(db_url, v3_pay("PCX1", 300, mch=MCH2, key=KEY2))  # the worker lacks MCH2's key
+    bad_field = store(db_url, signed(dict(v3_pay("PCY1", 400), currency="EUR"), KEY))
+    good = store(db_url, v3_pay("PCZ1", 500))
+    env = service_env(db_url, redis_url, queue_name, ONLY_MCH, tmp_path)
+    worker = start_worker(env, processes=1, threads=2)
+    broker = sender_broker(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        for inbox_id in (unknown, bad_field, good):
+            queue.send(broker, queue_name, inbox_id)
+        wait_until(lambda: [rows(db_url)[i][0] for i in (unknown, bad_field, good)] == ["failed", "failed", "done"],
+                   60, "the two bad rows to fail and the good one to post")
+        wait_until(lambda: r.zcard(f"dramatiq:{queue_name}.XQ") == 2, 10, "the failures in dramatiq's dead letters")
+        retried = r.zcard(f"dramatiq:{queue_name}.DQ")
+    finally:
+        stop(worker)
+        for key in r.scan_iter(f"dramatiq:{queue_name}*"):
+            r.delete(key)
+    assert retried == 0  # never scheduled for a retry
+    got = rows(db_url)
+    assert got[unknown] == ("failed", None, "mchId: unknown merchant '10000702'", 1)
+    assert got[bad_field][0] == "failed" and got[bad_field][2].startswith("currency:") and got[bad_field][3] == 1
+    assert entries(db_url) == [("PCZ1", 500)]
+
+    cli_env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "IOTLEDGER_DATA_DIR": str(tmp_path)}
+    listed = run_cli("inbox", "--state", "failed", "--json", env={**cli_env, "IOTPAY_MERCHANTS": ONLY_MCH})
+    assert listed.returncode == 0, listed.stderr
+    assert [(x["id"], x["pay_order_id"]) for x in json.loads(listed.stdout)] == [(unknown, "PCX1"), (bad_field, "PCY1")]
+
+    # the merchant's key is configured now: replay what failed
+    fixed = {**cli_env, "IOTPAY_MERCHANTS": MERCHANTS_JSON}
+    first = run_cli("replay", "--state", "failed", env=fixed)
+    assert first.returncode == 1  # the EUR notify fails again, and says why
+    assert f"{unknown}: posted pay_order_id=PCX1" in first.stdout
+    assert f"{bad_field}: failed: currency:" in first.stdout
+    assert entries(db_url) == [("PCX1", 300), ("PCZ1", 500)]
+    again = run_cli("replay", str(unknown), str(good), env=fixed)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{unknown}: duplicate" in again.stdout and f"{good}: duplicate" in again.stdout
+    assert entries(db_url) == [("PCX1", 300), ("PCZ1", 500)]  # nothing new
+    got = rows(db_url)
+    assert got[unknown][:2] == ("done", "posted")  # the first outcome stands
+    assert got[bad_field][0] == "failed"
+    usage = run_cli("replay", env=fixed)
+    assert usage.returncode == 2
