@@ -9,7 +9,9 @@ from typing import Any
 from worker.iotpay.signature import signed
 from worker.merchants import Merchant, Merchants
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "iotpay" / "sign-vectors.jsonl"
+# a copy of ../shared/iotpay/sign-vectors.jsonl (test_signature checks it still equals the shared one)
+VECTORS = Path(__file__).resolve().parent / "data" / "sign-vectors.jsonl"
+SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "iotpay" / "sign-vectors.jsonl"
 MCH = "10000701"
 KEY = "test-key-0123456789abcdefghijklmn"
 OLD_KEY = "old-key-zyxwvutsrqponmlkjihgfedcba"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import vectors
+from tests.factories import SHARED_VECTORS, VECTORS as VECTORS_FILE, vectors
 from worker.errors import SignatureError, ValidationError
 from worker.iotpay.signature import is_valid, sign, signed, signing_string, verify
 
@@ -22,6 +22,11 @@ def _altered(payload: dict, name: str) -> dict:
     else:
         new = value[:-1] + ("0" if value[-1] != "0" else "1")
     return {**payload, name: new}
+
+
+@pytest.mark.skipif(not SHARED_VECTORS.exists(), reason="no ../shared beside this checkout")
+def test_the_copy_of_the_vectors_is_the_shared_file():
+    assert VECTORS_FILE.read_bytes() == SHARED_VECTORS.read_bytes()
 
 
 def test_there_are_sixty_vectors_of_every_kind():
