@@ -101,7 +101,7 @@ class AlertSink:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
         raise WebhookError(last, permanent=False)
 
-    def deliver_pending(self, conn: psycopg.Connection, limit: int = 100) -> tuple[int, int]:
+    def deliver_pending(self, conn: psycopg.Connection, limit: int = 50) -> tuple[int, int]:
         """Send alerts still pending; return (sent, not sent). Locks rows so two clocks never both send one.
 
         Raises psycopg errors when the database is unavailable (the caller is the clock: it logs and retries).
@@ -113,7 +113,8 @@ class AlertSink:
             transport=self.transport, timeout=self.timeout
         ) as client:
             cur.execute(q("alerts_claim_pending"), {"limit": limit})
-            for alert in cur.fetchall():
+            claimed = cur.fetchall()
+            for i, alert in enumerate(claimed):
                 try:
                     attempts = self.send(client, alert)
                 except WebhookError as exc:
@@ -123,6 +124,11 @@ class AlertSink:
                         "error": str(exc), "permanent": exc.permanent, "max_attempts": self.max_attempts})
                     log.error("alert.webhook_failed", dedup_key=alert["dedup_key"], error=str(exc),
                               permanent=exc.permanent)
+                    if not exc.permanent:
+                        # the webhook is down: the rest stay pending for the next tick instead of
+                        # each waiting through its own retries while these rows are locked
+                        failed += len(claimed) - i - 1
+                        break
                 else:
                     sent += 1
                     cur.execute(q("alert_mark_sent"), {"id": alert["id"], "attempts": attempts})
