@@ -120,7 +120,9 @@ def load(conn: psycopg.Connection, inbox_id: int) -> InboxRow | None:
 
 def mark_done(conn: psycopg.Connection, inbox_id: int, outcome: str, reason: str | None) -> str:
     """Mark the row done with its ledger outcome; the first outcome stands. Returns the stored outcome."""
+    # no wait for the WAL flush (see inbox_async_commit)
     with translated(), conn.transaction():
+        conn.execute(q("inbox_async_commit"))
         row = conn.execute(q("inbox_mark_done"), {"id": inbox_id, "outcome": outcome, "reason": reason}).fetchone()
     return row[0] if row else outcome
 

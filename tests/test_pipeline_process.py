@@ -1,0 +1,154 @@
+"""One inbox row through the ledger (process.handle), redrive's selection, and the inbox's own rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+import redis
+import structlog
+
+from tests.factories import KEY, MERCHANTS_JSON, v1_pay, v3_pay
+from tests.pipeline_procs import encode
+from worker.config import Settings
+from worker.errors import ValidationError
+from worker.iotpay.signature import signed
+from worker.pipeline import inbox, process
+from worker.pipeline.redrive import BATCH, redrive_once
+from worker.pipeline.screening import mask_body, screen
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def settings(db_url, redis_url, queue_name) -> Settings:
+    return Settings.from_env({"DATABASE_URL": db_url, "REDIS_URL": redis_url, "IOTPAY_MERCHANTS": MERCHANTS_JSON,
+                              "IOTLEDGER_QUEUE": queue_name, "IOTLEDGER_REDRIVE_AFTER_SECONDS": "120"})
+
+
+def put(conn: psycopg.Connection, settings: Settings, params: dict, *, form: bool = False, now: datetime = NOW) -> int:
+    body, ctype = encode(params, form=form)
+    return inbox.store(conn, screen(body, ctype, settings.merchants), content_type=ctype, remote_addr="127.0.0.1",
+                       now=now).id
+
+
+def test_a_row_posts_once_then_is_skipped_and_a_forced_replay_posts_nothing_new(conn, settings):
+    i = put(conn, settings, v3_pay("PC1", 1500))
+    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        first = process.handle(conn, i, settings)
+    assert (first.outcome, first.pay_order_id, first.skipped) == ("posted", "PC1", False)
+    # the posting code's own log lines carry the inbox id bound by the pipeline
+    assert any(e.get("inbox_id") == i and e.get("pay_order_id") == "PC1" for e in logs if e["event"] != "notify processed")
+    assert process.handle(conn, i, settings).skipped
+    again = process.handle(conn, i, settings, force=True)
+    assert again.outcome == "duplicate"
+    assert conn.execute("SELECT count(*), sum(amount) FROM journal_entries").fetchone() == (1, 1500)
+    assert conn.execute("SELECT state, outcome, attempts FROM inbox WHERE id = %s", (i,)).fetchone() == ("done", "posted", 2)
+    conn.rollback()
+
+
+def test_a_v1_form_row_posts(conn, settings):
+    i = put(conn, settings, v1_pay("P01", 2500, currency="USD"), form=True)
+    assert process.handle(conn, i, settings).outcome == "posted"
+    assert conn.execute("SELECT currency, amount FROM journal_entries").fetchone() == ("USD", 2500)
+    conn.rollback()
+
+
+def test_a_masked_row_posts_without_the_sign_it_can_no_longer_match(conn, settings):
+    i = put(conn, settings, v3_pay("PC2", 900, cardNum="4325 6712 3456 2266"))
+    row = inbox.load(conn, i)
+    assert row.pan_masked and b"3456" not in row.body
+    assert process.handle(conn, i, settings).outcome == "posted"
+    assert conn.execute("SELECT card_num FROM orders WHERE pay_order_id = 'PC2'").fetchone() == ("432567******2266",)
+    conn.rollback()
+
+
+def test_a_row_with_a_bad_field_is_marked_failed_naming_it(conn, settings):
+    i = put(conn, settings, signed(dict(v3_pay("PC3", 100), amount="12.50"), KEY))
+    with pytest.raises(ValidationError) as info:
+        process.handle(conn, i, settings)
+    assert info.value.field == "amount"
+    state, reason = conn.execute("SELECT state, reason FROM inbox WHERE id = %s", (i,)).fetchone()
+    conn.rollback()
+    assert state == "failed" and reason.startswith("amount:")
+    assert conn.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+    conn.rollback()
+
+
+def test_a_missing_row_is_a_permanent_error(conn, settings):
+    with pytest.raises(process.InboxRowMissing):
+        process.handle(conn, 424242, settings)
+
+
+def test_the_database_refuses_a_done_row_without_outcome_and_a_masked_row_never_verified(conn, settings):
+    i = put(conn, settings, v3_pay("PC4", 100))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("UPDATE inbox SET state = 'done' WHERE id = %s", (i,))
+    conn.rollback()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("UPDATE inbox SET pan_masked = true, verified_at = NULL WHERE id = %s", (i,))
+    conn.rollback()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO inbox (body_sha256, body, family) SELECT body_sha256, body, family FROM inbox")
+    conn.rollback()
+
+
+def test_mask_body_replaces_the_number_in_place_or_reencodes():
+    params = v3_pay("PC5", 100, cardNum="4111111111111111")
+    raw = json.dumps(params).encode()
+    body, masked = mask_body(raw, params, is_json=True)
+    assert masked and body == raw.replace(b"4111111111111111", b"411111******1111")
+    # the same digits elsewhere in the body: replaced by re-encoding instead
+    twice = dict(params, invoiceNum="4111111111111111")
+    body, masked = mask_body(json.dumps(twice).encode(), twice, is_json=True)
+    assert masked and json.loads(body)["cardNum"] == "411111******1111" and json.loads(body)["invoiceNum"] == "4111111111111111"
+    untouched = v3_pay("PC6", 100)
+    assert mask_body(json.dumps(untouched).encode(), untouched, is_json=True) == (json.dumps(untouched).encode(), False)
+
+
+def test_redrive_queues_only_unfinished_rows_older_than_the_age_in_batches(conn, settings, redis_url, queue_name, db_url):
+    old = NOW - timedelta(seconds=600)
+    ids = [put(conn, settings, v3_pay(f"PC{n:05d}", 100), now=old) for n in range(BATCH + 3)]
+    fresh = put(conn, settings, v3_pay("PCNEW", 100), now=NOW)
+    done = put(conn, settings, v3_pay("PCDONE", 100), now=old)
+    process.handle(conn, done, settings)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        assert redrive_once(db_url, redis_url, settings, now=NOW) == BATCH + 3
+        assert r.llen(f"dramatiq:{queue_name}") == BATCH + 3
+        assert redrive_once(db_url, redis_url, settings, now=NOW) == 0
+        # a redriven row still not done is queued again once the age has passed again
+        assert redrive_once(db_url, redis_url, settings, now=NOW + timedelta(seconds=121)) == BATCH + 4
+    finally:
+        r.delete(f"dramatiq:{queue_name}", f"dramatiq:{queue_name}.msgs")
+    redrives = dict(conn.execute("SELECT id, redrives FROM inbox").fetchall())
+    conn.rollback()
+    assert redrives[ids[0]] == 2 and redrives[fresh] == 1 and redrives[done] == 0
+
+
+def test_inbox_and_redrive_commands(conn, settings, db_url, redis_url, queue_name, tmp_path):
+    from tests.cli import run as run_cli
+
+    ok = put(conn, settings, v3_pay("PCC1", 100), now=datetime.now(timezone.utc) - timedelta(seconds=600))
+    bad = put(conn, settings, signed(dict(v3_pay("PCC2", 100), currency="EUR"), KEY))
+    with pytest.raises(ValidationError):
+        process.handle(conn, bad, settings)
+    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "IOTPAY_MERCHANTS": MERCHANTS_JSON,
+           "IOTLEDGER_QUEUE": queue_name, "IOTLEDGER_DATA_DIR": str(tmp_path)}
+    listing = run_cli("inbox", env=env)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "state", "outcome"]
+    assert lines[1].split()[:2] == [str(ok), "queued"] and "PCC1" in lines[1]
+    assert lines[2].split()[:2] == [str(bad), "failed"] and "currency:" in lines[2]
+    assert run_cli("inbox", "--state", "queued", "--json", env=env).stdout.count('"id"') == 1
+    r = redis.Redis.from_url(redis_url)
+    try:
+        redriven = run_cli("redrive", env=env)
+        assert (redriven.returncode, redriven.stdout.strip()) == (0, "redriven: 1 inbox row(s) queued again")
+        assert r.llen(f"dramatiq:{queue_name}") == 1
+    finally:
+        r.delete(f"dramatiq:{queue_name}", f"dramatiq:{queue_name}.msgs")
+    assert run_cli("inbox", "--state", "nonsense", env=env).returncode == 2
