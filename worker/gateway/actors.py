@@ -56,13 +56,26 @@ def expect_order(order: dict[str, Any], database_url: str | None = None) -> None
     log.info("expect.recorded", mch_id=expected.mch_id, mch_order_no=expected.mch_order_no, new=new)
 
 
-def declare(broker: dramatiq.Broker, queue_name: str) -> dramatiq.Actor:
-    """Declare the expect actor on broker (idempotent per broker)."""
+def close_pools() -> None:
+    """Close the connection pools this module opened (tests, shutdown)."""
+    with _lock:
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
+
+
+def declare(broker: dramatiq.Broker, queue_name: str, database_url: str | None = None) -> dramatiq.Actor:
+    """Declare the expect actor on broker (idempotent per broker); database_url defaults to the configured one."""
     try:
         return broker.get_actor(ACTOR_NAME)
     except dramatiq.errors.ActorNotFound:
-        return dramatiq.actor(expect_order, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name,
-                              throws=(PermanentError,))
+        pass
+
+    def expect_order_message(order: dict[str, Any]) -> None:
+        expect_order(order, database_url)
+
+    return dramatiq.actor(expect_order_message, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name,
+                          throws=(PermanentError,))
 
 
 def expect_actor() -> dramatiq.Actor:
