@@ -145,7 +145,9 @@ def test_kill_worker_and_flush_redis_loses_nothing(db_url, redis_url, queue_name
         entries: dict[str, list[tuple[str, int]]] = {}
         for oid, kind, amount in conn.execute("SELECT pay_order_id, kind, amount FROM journal_entries"):
             entries.setdefault(oid, []).append((kind, amount))
-        redriven = conn.execute("SELECT coalesce(sum(redrives), 0) FROM inbox").fetchone()[0]
+        redriven, redriven_rows, most = conn.execute(
+            "SELECT coalesce(sum(redrives), 0), count(*) FILTER (WHERE redrives > 0), coalesce(max(redrives), 0) FROM inbox"
+        ).fetchone()
         states = dict(conn.execute("SELECT state, count(*) FROM inbox GROUP BY state").fetchall())
         # parked: a refund that came before its pay, posted when the pay released it (checked above)
         failed = conn.execute("SELECT count(*) FROM inbox WHERE outcome NOT IN ('posted', 'duplicate', 'parked')").fetchone()[0]
@@ -154,7 +156,7 @@ def test_kill_worker_and_flush_redis_loses_nothing(db_url, redis_url, queue_name
     twice = sorted(oid for oid, e in entries.items() if len(e) != 1)
     print(f"\nfault test: sent={len(sends)} acknowledged={len(acked)} (distinct orders {len(acked_orders)}) "
           f"posted={posted} lost={len(lost)} posted_twice={len(twice)} killed_pids={killed} http={statuses} "
-          f"inbox={states} redriven={redriven}")
+          f"inbox={states} redrives={redriven} (rows {redriven_rows}, at most {most} per row)")
     assert lost == [] and twice == []
     assert len(acked) == len(sends)  # nothing was refused or answered 503 in this run
     assert acked_orders == set(expected)
