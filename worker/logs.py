@@ -49,6 +49,23 @@ class Redactor:
         return event
 
 
+class _Stderr:
+    """Writes to whatever sys.stderr is at the moment of writing (test runners swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stdlib handler bound to the current sys.stderr, not the one at configure time."""
+
+    def __init__(self) -> None:
+        super().__init__(_Stderr())  # type: ignore[arg-type]
+
+
 def configure(keys: Iterable[str] = (), *, level: str = "INFO", json: bool | None = None) -> None:
     """Configure structlog and the stdlib root logger once for the whole process."""
     if json is None:
@@ -65,11 +82,11 @@ def configure(keys: Iterable[str] = (), *, level: str = "INFO", json: bool | Non
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # third-party stdlib logging (dramatiq, gunicorn) goes through the same redactor and renderer
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
