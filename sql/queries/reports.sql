@@ -306,15 +306,22 @@ SELECT export_date, settlement_tz, version, manifest FROM settlement_exports WHE
 -- name: export_assign
 -- Give this day's file every entry of the day not yet in a file, and (unless restating) every
 -- entry of an already closed earlier day that arrived after that day's file: the prior-day
--- adjustments. exported_entries' primary key keeps an entry in one file only.
+-- adjustments. exported_entries' primary key keeps an entry in one file only; ON CONFLICT
+-- skips those already in one (not an anti-join against the table being inserted into, which
+-- the planner may turn into a rescan per row when its statistics say it is empty).
+-- A late entry was posted after the last file was made, so only entries posted since then
+-- (less a day: a posting that started before that export and committed after it) are looked at.
 INSERT INTO exported_entries (entry_id, export_date, business_date)
 SELECT je.id, %(day)s, (je.occurred_at AT TIME ZONE %(tz)s)::date
 FROM journal_entries je
 WHERE je.occurred_at < %(end)s
   AND (je.occurred_at >= %(start)s
-       OR %(with_prior)s AND (je.occurred_at AT TIME ZONE %(tz)s)::date IN (
+       OR %(with_prior)s
+          AND je.posted_at >= (SELECT coalesce(max(created_at), '-infinity') - interval '1 day'
+                               FROM settlement_exports WHERE export_date < %(day)s)
+          AND (je.occurred_at AT TIME ZONE %(tz)s)::date IN (
               SELECT export_date FROM settlement_exports WHERE export_date < %(day)s))
-  AND NOT EXISTS (SELECT 1 FROM exported_entries x WHERE x.entry_id = je.id);
+ON CONFLICT (entry_id) DO NOTHING;
 
 -- name: export_session_tz
 SELECT set_config('TimeZone', %(tz)s, true);
