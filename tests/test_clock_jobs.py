@@ -137,7 +137,8 @@ def test_two_clock_processes_at_once(db_url: str, redis_url: str, tmp_path: Path
     assert [p.returncode for p in procs] == [0, 0], outs
     summaries = [json.loads(next(line for line in err.splitlines() if '"clock.once"' in line)) for _, err in outs]
     nightly = [v for s in summaries for k, v in s.items() if k.startswith("nightly ")]
-    assert sorted(nightly) == ["done", "skipped"]
+    # one closed the day; the other found it being closed (skipped) or already closed (nothing to do)
+    assert nightly.count("done") == 1 and set(nightly) <= {"done", "skipped"}
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM reconcile_runs").fetchone() == (1,)
         runs = conn.execute("SELECT job, slot, count(*) OVER (PARTITION BY job) FROM job_runs ORDER BY job").fetchall()
