@@ -333,3 +333,26 @@ def test_two_sweeps_at_once_do_not_both_run(env_factory, db_url):
             conn.execute("SELECT pg_advisory_unlock(7201944105)")
             conn.commit()
     assert report.skipped and report.queried == 0
+
+
+def test_sweep_for_polls_pos_orders_between_clock_ticks(env_factory, db_url):
+    """`iotledger sweep --for 55`: passes back to back, sleeping until the next query is due."""
+    sim_clock = SimClock(T0)
+    env = env_factory(policy=NotifyPolicy(seed=10), clock=sim_clock)
+    order = env.create(mchId="M1", mchOrderNo="POS-F", amount=1500, channel="CC_PAX", status=0, completeAfter=9)
+    env.expect(order, T0)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the test's clock: sleeping moves both clocks, instantly
+        slept.append(seconds)
+        sim_clock.advance(seconds)
+
+    from worker.gateway.sweep import sweep_for
+
+    reports = sweep_for(env.pool, env.client, seconds=55, clock=sim_clock.now, sleep=sleep)
+    assert [r.paid for r in reports].count(1) == 1
+    assert T0 + timedelta(seconds=53) <= reports[-1].now <= T0 + timedelta(seconds=55)  # kept watching till the end
+    assert slept[:5] == [2.0, 2.0, 2.0, 2.0, 2.0]  # woke exactly when the next poll was due
+    row = expected_row(db_url, "POS-F")
+    assert row["resolution"] == "paid" and row["query_count"] == 5  # polls at 2, 4, 6, 8, 10 s
+    assert entries(db_url) == {order["payOrderId"]: [("pay", 1500)]}
