@@ -151,9 +151,14 @@ def _bad_sign(params: dict) -> dict:
          "sign: does not verify", "bad_signature"),
         (lambda: (json.dumps(v3_pay("PC1", 1, key="a-key-we-never-gave-out")).encode(), "application/json"), 403,
          "sign: does not verify", "bad_signature"),
+        (lambda: (json.dumps(dict(v3_pay("PC1", 1), sign="ABC")).encode(), "application/json"), 403,
+         "sign: must be a 32-character hex string", "bad_signature"),
+        (lambda: (b"[1, 2]", "application/json"), 400, "body: JSON body must be an object", "malformed_body"),
+        (lambda: (json.dumps({k: v for k, v in v3_pay("PC1", 1).items() if k != "mchId"}).encode(), "application/json"),
+         400, "mchId: missing", "missing_mch_id"),
     ],
     ids=["too_large", "not_json_nor_form", "malformed_json", "missing_sign", "unknown_mch", "bad_sign_v3", "bad_sign_v1",
-         "wrong_key"],
+         "wrong_key", "sign_shape", "json_array", "missing_mch"],
 )
 def test_refusals_answer_4xx_with_a_reason_and_store_and_queue_nothing(stack, make, status, reason, label):
     body, ctype = make()

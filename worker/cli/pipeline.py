@@ -32,6 +32,9 @@ def _service_env() -> dict[str, str]:
     ep = app_endpoints()
     env = dict(os.environ, DATABASE_URL=ep.database_url, REDIS_URL=ep.redis_url)
     env.setdefault("dramatiq_prom_db", str(settings.data_dir / "prometheus" / "dramatiq"))
+    # dramatiq's metrics server listens on every interface unless told; the web's /metrics
+    # serves the same figures on one host, so keep it local unless configured otherwise
+    env.setdefault("dramatiq_prom_host", "127.0.0.1")
     return env
 
 

@@ -175,6 +175,8 @@ class Ingress:
             except RetryableError:
                 if attempt == 2:
                     raise
+            except psycopg.Error as exc:  # e.g. the inbox table missing: not stored, so not acknowledged
+                raise RetryableError(f"inbox write failed: {type(exc).__name__}: {exc}".strip()) from exc
         raise AssertionError("unreachable")
 
     def _enqueue(self, stored: Stored) -> None:

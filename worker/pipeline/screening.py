@@ -109,7 +109,9 @@ def screen(raw: bytes, content_type: str | None, merchants: Merchants) -> Screen
     except SignatureError:
         raise Refusal(403, "sign: does not verify", "bad_signature") from None
     except ValidationError as exc:  # a sign of the wrong shape, or a value that cannot be signed
-        raise Refusal(400 if exc.field != signature.SIGN_FIELD else 403, str(exc), "bad_signature") from None
+        if exc.field == signature.SIGN_FIELD:
+            raise Refusal(403, str(exc), "bad_signature") from None
+        raise Refusal(400, str(exc), "malformed_body") from None
     is_json = _is_json(raw, content_type)
     body, masked = mask_body(raw, params, is_json)
     order = params.get("payOrderId")
