@@ -83,7 +83,7 @@ def configure(keys: Iterable[str] = (), *, level: str = "INFO", json: bool | Non
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # True would pin loggers and defeat structlog.testing.capture_logs
     )
     # third-party stdlib logging (dramatiq, gunicorn) goes through the same redactor and renderer
     handler = _StderrHandler()
