@@ -96,7 +96,7 @@ def configure(keys: Iterable[str] = (), *, level: str = "INFO", json: bool | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pgserver", "httpx", "httpcore"):
+    for noisy in ("pgserver", "httpx", "httpcore", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -14,6 +14,7 @@ import fcntl
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,9 @@ def _redis_dir(settings: Settings) -> Path:
 
 def embedded_database_url(settings: Settings) -> str:
     """Start (or find) the embedded PostgreSQL and return its URL."""
-    import pgserver  # imported lazily: only a laptop without DATABASE_URL needs it
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers; harmless here
+        warnings.simplefilter("ignore")
+        import pgserver  # imported lazily: only a laptop without DATABASE_URL needs it
 
     with _file_lock(settings.data_dir / "pg.lock"):
         server = pgserver.get_server(_pg_dir(settings), cleanup_mode=None)

@@ -46,7 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     procfile = procfile_path()
     print(f"services: {ep.database_url} {ep.redis_url}; starting {procfile} (Ctrl-C stops)", file=sys.stderr)
-    cmd = [sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(procfile.parent), "start"]
+    port = str(app_settings().web_port)  # honcho would otherwise hand the web process PORT=5000
+    cmd = [sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(procfile.parent), "start", "-p", port]
     if args.processes:
         cmd += args.processes
     return subprocess.call(cmd, env=env)
