@@ -45,7 +45,7 @@ VALUES ('10000701', 'CAD', 'clearing'), ('10000701', 'CAD', 'sales'), ('10000701
 INSERT INTO orders (pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status, state,
                     fingerprint, channel, card_type, card_num, auth_num, trans_num, pay_succ_time, source, posted_at)
 SELECT 'PC' || lpad(i::text, 10, '0'), '10000701', 'MO' || lpad(i::text, 10, '0'), 'pay', NULL, 'CAD',
-       100 + (i * 7919) %% 50000, 3, 'posted', md5(i::text), 'PF_CC', 'V', '432567******' || lpad((i %% 10000)::text, 4, '0'),
+       100 + (i::bigint * 7919) %% 50000, 3, 'posted', md5(i::text), 'PF_CC', 'V', '432567******' || lpad((i %% 10000)::text, 4, '0'),
        'A' || i, 'T' || i, %(start)s::timestamptz + (i * %(step)s) * interval '1 second', 'notify', now()
 FROM generate_series(1, %(pays)s) i;
 INSERT INTO orders (pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status, state,
@@ -78,7 +78,7 @@ JOIN accounts a ON a.mch_id = je.mch_id AND a.currency = je.currency
 -- the merchant's expected orders: 1 %% charged another amount, 0.5 %% never paid
 INSERT INTO expected_orders (mch_id, mch_order_no, pay_order_id, amount, currency, channel, family, created_at)
 SELECT '10000701', 'MO' || lpad(i::text, 10, '0'), 'PC' || lpad(i::text, 10, '0'),
-       100 + (i * 7919) %% 50000 + CASE WHEN i %% 100 = 0 THEN 1 ELSE 0 END, 'CAD', 'PF_CC', 'v3',
+       100 + (i::bigint * 7919) %% 50000 + CASE WHEN i %% 100 = 0 THEN 1 ELSE 0 END, 'CAD', 'PF_CC', 'v3',
        %(start)s::timestamptz + (i * %(step)s - 5) * interval '1 second'
 FROM generate_series(1, %(pays)s) i;
 INSERT INTO expected_orders (mch_id, mch_order_no, amount, currency, channel, family, created_at)
