@@ -156,9 +156,10 @@ def _bad_sign(params: dict) -> dict:
         (lambda: (b"[1, 2]", "application/json"), 400, "body: JSON body must be an object", "malformed_body"),
         (lambda: (json.dumps({k: v for k, v in v3_pay("PC1", 1).items() if k != "mchId"}).encode(), "application/json"),
          400, "mchId: missing", "missing_mch_id"),
+        (lambda: (b"", "application/json"), 400, "body: empty", "malformed_body"),
     ],
     ids=["too_large", "not_json_nor_form", "malformed_json", "missing_sign", "unknown_mch", "bad_sign_v3", "bad_sign_v1",
-         "wrong_key", "sign_shape", "json_array", "missing_mch"],
+         "wrong_key", "sign_shape", "json_array", "missing_mch", "empty"],
 )
 def test_refusals_answer_4xx_with_a_reason_and_store_and_queue_nothing(stack, make, status, reason, label):
     body, ctype = make()
