@@ -207,3 +207,11 @@ def test_cad_and_usd_of_one_merchant_stay_apart(conn):
     report = run_checks(conn)
     assert report.ok
     assert report.currencies["CAD"]["net"] == 500 and report.currencies["USD"]["net"] == 700
+
+
+def test_a_pay_releasing_parked_refunds_compares_its_own_refundable_first(conn):
+    post(conn, v3_refund("RP1", "PC1", 300))
+    r = post(conn, v3_pay("PC1", 1000))  # states refundable 1000, as it was when the pay succeeded
+    assert r.outcome is Outcome.POSTED and r.released[0].outcome is Outcome.POSTED
+    assert exceptions(conn) == []
+    assert refundable(conn, "PC1") == (300, 700)

@@ -120,10 +120,18 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
 
     txn = _Txn(n.pay_order_id, n.mch_id, n.pay_type, n.original_order_id, n.amount, n.currency,
                n.pay_succ_time or datetime.now(timezone.utc))
-    result = _post_txn(cur, txn)
-    if result.outcome is Outcome.POSTED:
-        _compare_refundable(cur, n)
-    return result
+    if txn.amount <= 0:
+        return _reject(cur, txn, "non_positive_amount", f"amount must be > 0 cents, got {txn.amount}",
+                       {"amount": txn.amount})
+    if txn.pay_type != "pay":
+        result = _post_refund(cur, txn)
+        if result.outcome is Outcome.POSTED:
+            _compare_refundable(cur, n)
+        return result
+    _write_entry(cur, txn, "pay")
+    # compare with what the notify described (the pay alone), before parked refunds draw it down
+    _compare_refundable(cur, n)
+    return PostResult(Outcome.POSTED, txn.pay_order_id, None, _release_parked(cur, txn.pay_order_id))
 
 
 def _record_non_success(cur: psycopg.Cursor, n: Notify, state: str) -> PostResult:
@@ -179,16 +187,6 @@ def _write_entry(cur: psycopg.Cursor, t: _Txn, kind: str) -> None:
     if len(cur.fetchall()) != 2:
         raise RuntimeError(f"entry for {t.pay_order_id} did not get two legs")
     cur.execute(q("set_order_state"), {"pay_order_id": t.pay_order_id, "state": "posted", "reason": None})
-
-
-def _post_txn(cur: psycopg.Cursor, t: _Txn) -> PostResult:
-    if t.amount <= 0:
-        return _reject(cur, t, "non_positive_amount", f"amount must be > 0 cents, got {t.amount}", {"amount": t.amount})
-    if t.pay_type == "pay":
-        _write_entry(cur, t, "pay")
-        released = _release_parked(cur, t.pay_order_id)
-        return PostResult(Outcome.POSTED, t.pay_order_id, None, released)
-    return _post_refund(cur, t)
 
 
 def _post_refund(cur: psycopg.Cursor, t: _Txn) -> PostResult:
