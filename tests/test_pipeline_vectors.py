@@ -60,6 +60,20 @@ def test_every_vector_notify_is_acknowledged_and_posted_and_altered_ones_are_ref
                 return conn.execute("SELECT count(*) FROM inbox WHERE state = 'done'").fetchone()[0] == len(lines)
 
         wait_until(all_done, 60, "every inbox row to be done")
+        # the same workers serve the gateway's expect_order actor, which shares the queue
+        from worker.broker import sender_broker
+        from worker.gateway.actors import send as send_expected
+        from worker.gateway.expected import ExpectedOrder
+
+        send_expected(ExpectedOrder.from_dict({"mchId": "42935687", "mchOrderNo": "EXP-1", "amount": 2599,
+                                               "currency": "CAD", "channel": "PF_CC"}),
+                      sender_broker(redis_url), queue_name)
+
+        def expected_recorded() -> bool:
+            with psycopg.connect(db_url) as conn:
+                return conn.execute("SELECT count(*) FROM expected_orders WHERE mch_order_no = 'EXP-1'").fetchone()[0] == 1
+
+        wait_until(expected_recorded, 30, "the expected order to be recorded")
         metrics = client.get("/metrics").text
 
     with psycopg.connect(db_url) as conn:

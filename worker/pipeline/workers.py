@@ -1,4 +1,9 @@
-"""The module the `dramatiq` command loads (`iotledger worker` runs it): broker first, then actors."""
+"""The module the `dramatiq` command loads (`iotledger worker` runs it): broker first, then actors.
+
+Every actor consuming IOTLEDGER_QUEUE is declared here, since a worker drops messages for
+actors it does not know: the notify pipeline's, and the gateway's `expect_order` (the
+checkout's expected orders).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from worker.cli.context import app_endpoints, app_settings
 app_settings()  # configures logging (with the merchants' keys redacted) before anything logs
 broker = setup_broker(app_endpoints().redis_url, prometheus=True)
 
-from worker.pipeline import actors  # noqa: E402  (must follow setup_broker)
+from worker.gateway.actors import expect_actor  # noqa: E402  (must follow setup_broker)
+from worker.pipeline import actors  # noqa: E402
+
+expect_actor()
 
 __all__ = ["actors", "broker"]
