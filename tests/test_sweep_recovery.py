@@ -356,3 +356,55 @@ def test_sweep_for_polls_pos_orders_between_clock_ticks(env_factory, db_url):
     row = expected_row(db_url, "POS-F")
     assert row["resolution"] == "paid" and row["query_count"] == 5  # polls at 2, 4, 6, 8, 10 s
     assert entries(db_url) == {order["payOrderId"]: [("pay", 1500)]}
+
+
+def test_concurrency_is_bounded_and_every_query_passes_the_merchant_rate_limit(env_factory, db_url):
+    from worker.gateway.ratelimit import RateLimiter
+
+    class CountingLimiter(RateLimiter):
+        def __init__(self):
+            super().__init__(1000.0)
+            self.calls: list[str] = []
+
+        def acquire(self, key: str) -> float:
+            self.calls.append(key)
+            return super().acquire(key)
+
+    env = env_factory(policy=NotifyPolicy(seed=12, drop_rate=1.0))
+    now = datetime.now(timezone.utc)
+    for i in range(24):
+        order = env.create(mchId="M1" if i % 3 else "M2", mchOrderNo=f"C-{i}", amount=10 + i, status=2 if i % 2 else 0)
+        env.expect(order, now - timedelta(minutes=2))
+    env.ctl.post("/_sim/faults", json={"latency": 0.05})
+    limiter = CountingLimiter()
+    report = sweep_once(env.pool, env.client, now=now, concurrency=3, limiter=limiter)
+    assert (report.queried, report.paid, report.pending) == (24, 12, 12)
+    assert env.ctl.get("/_sim/stats").json()["maxInFlight"] == 3
+    assert sorted(limiter.calls) == sorted(["M1"] * 16 + ["M2"] * 8)
+    assert len(entries(db_url)) == 12
+
+
+def test_cli_expect_then_sweep_posts_a_lost_payment(env_factory, db_url, redis_url, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = env_factory(policy=NotifyPolicy(seed=13, drop_rate=1.0))
+    order = env.create(mchId="M2", mchOrderNo="CLI-9", amount=4200, currency="USD", channel="UPI_APP", status=2)
+    proc_env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, IOTLEDGER_DATA_DIR=str(tmp_path),
+                    IOTPAY_MERCHANTS=json.dumps({m.mch_id: {"keys": list(m.keys)} for m in MERCHANTS.values()}),
+                    IOTPAY_V3_BASE_URL=f"{env.sim_server.url}/v3", IOTPAY_V1_BASE_URL=f"{env.sim_server.url}/v1")
+    iotledger = os.path.join(os.path.dirname(sys.executable), "iotledger")
+    created = (datetime.now(timezone.utc) - timedelta(minutes=3)).isoformat()
+    expect = subprocess.run([iotledger, "expect", "--mch-id", "M2", "--mch-order-no", "CLI-9", "--amount", "4200",
+                             "--currency", "USD", "--channel", "UPI_APP", "--created-at", created],
+                            env=proc_env, capture_output=True, text=True, timeout=60)
+    assert expect.returncode == 0, expect.stderr
+    sweep = subprocess.run([iotledger, "sweep", "--concurrency", "2"], env=proc_env, capture_output=True, text=True,
+                           timeout=60)
+    assert sweep.returncode == 0, sweep.stderr
+    counts = json.loads(sweep.stdout)
+    assert (counts["due"], counts["paid"], counts["concurrency"]) == (1, 1, 2)
+    assert entries(db_url) == {order["payOrderId"]: [("pay", 4200)]}
+    assert expected_row(db_url, "CLI-9")["resolution"] == "paid"

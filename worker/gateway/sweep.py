@@ -138,6 +138,7 @@ def _run(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, client: Ga
         parked = cur.execute(q("sweep_due_parked"), {"now": now, "limit": batch}).fetchall()
     report.due = len(expected) + len(parked)
     run_id = conn.execute(q("sweep_run_start"), {"now": now, "concurrency": concurrency}).fetchone()[0]
+
     def task(fn: Callable[..., _Outcome], row: dict[str, Any]) -> _Outcome:
         with pool.connection() as task_conn:  # one connection per task: post, then record
             return fn(task_conn, client, row, now, schedule, limiter)
@@ -231,6 +232,9 @@ def _sweep_expected(conn: psycopg.Connection, client: GatewayClient, row: dict[s
     except IotLedgerError as exc:  # bad sign, malformed answer: keep asking, someone must look
         record["last_error"] = str(exc)[:500]
         log.warning("sweep.bad_answer", **who, error=str(exc))
+    except Exception as exc:  # a bug must not stop the other orders of the pass; logged with its traceback
+        record["last_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        log.exception("sweep.task_failed", **who)
     if kind == "conflict":
         kind = "rejected"
     gave_up = None
@@ -272,6 +276,9 @@ def _sweep_parked(conn: psycopg.Connection, client: GatewayClient, row: dict[str
     except IotLedgerError as exc:
         record["last_error"] = str(exc)[:500]
         log.warning("sweep.bad_answer", original_order_id=original, error=str(exc))
+    except Exception as exc:  # a bug must not stop the other orders of the pass; logged with its traceback
+        record["last_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        log.exception("sweep.task_failed", original_order_id=original)
     if kind in ("conflict", "rejected"):
         kind = "rejected"
     gave_up = None

@@ -61,6 +61,8 @@ class Simulator:
         self._faults: list[int] = []  # HTTP statuses to answer to the next gateway requests
         self._bad_signs = 0
         self.latency = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most gateway requests served at once (tests check client concurrency)
         self._routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
             ("POST", "/v3/cc_query"): self._cc_query,
             ("POST", "/v3/cc_refund"): self._cc_refund,
@@ -89,6 +91,16 @@ class Simulator:
 
     # ================================================================ gateway endpoints
     def _gateway(self, path: str, environ: dict[str, Any], body: bytes) -> tuple[int, Any]:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._gateway_call(path, environ, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _gateway_call(self, path: str, environ: dict[str, Any], body: bytes) -> tuple[int, Any]:
         endpoint = path.rsplit("/", 1)[1]
         with self._lock:
             self.requests[endpoint] = self.requests.get(endpoint, 0) + 1
@@ -275,7 +287,7 @@ class Simulator:
             if route == "stats" and method == "GET":
                 with self._lock:
                     return {"requests": dict(self.requests), "orders": len(self.store), "pending": self.sender.pending(),
-                            "now": self.clock.now().isoformat()}
+                            "maxInFlight": self.max_in_flight, "now": self.clock.now().isoformat()}
             if route == "clock" and method == "POST":
                 if data.get("real"):
                     self.clock.release()
