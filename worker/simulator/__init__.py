@@ -6,6 +6,12 @@ Merchants and their keys come from IOTPAY_MERCHANTS / IOTPAY_MERCHANTS_FILE, `--
 MCH:KEY`, or `POST /_sim/merchants`. Point a worker at it with IOTPAY_V3_BASE_URL=http://HOST:PORT/v3
 and IOTPAY_V1_BASE_URL=http://HOST:PORT/v1.
 
+The order book lives in memory (one gunicorn process, threads): a restart forgets every order.
+Staging: run `iotledger simulate --port 8900`, point the checkout's IOTPay base URLs and this
+worker's IOTPAY_V3_BASE_URL / IOTPAY_V1_BASE_URL at it, create orders through the control API
+(or let the checkout create them with `POST /_sim/orders`), and watch notifies arrive, get
+lost (--drop-rate), duplicated (--duplicate-rate) or reordered (--max-delay).
+
 Gateway endpoints (request signing as IOTPay: MD5 `sign`, worker/iotpay/signature.py)
 -----------------------------------------------------------------------------------
 POST /v3/cc_query    JSON {mchId, payOrderId | mchOrderNo, sign}
