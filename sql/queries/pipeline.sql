@@ -96,8 +96,3 @@ GROUP BY state
 -- name: inbox_ping
 -- Readiness: the database answers and the inbox table is there.
 SELECT 1 FROM inbox LIMIT 1
-
--- name: inbox_async_commit
--- Marking a row done need not wait for the WAL flush: if a crash loses the mark, redrive
--- processes the row again and the ledger, which committed durably, posts nothing new.
-SET LOCAL synchronous_commit TO OFF

@@ -1,9 +1,9 @@
 """The durable inbox: every acknowledged notify, stored in PostgreSQL before the answer.
 
 States (sql/002_inbox.sql): queued (or received) -> done | failed | dead. The same body again
-(same sha256) is recognised and not stored twice. Every function here runs in its own
-transaction and leaves the connection idle; psycopg's connection errors come out as
-RetryableError.
+(same sha256) is recognised and not stored twice. Every function here is its own
+transaction (most are one statement, run without BEGIN/COMMIT round trips) and leaves the
+connection idle; psycopg's connection errors come out as RetryableError.
 """
 
 from __future__ import annotations
@@ -111,37 +111,53 @@ def mark_not_queued(conn: psycopg.Connection, inbox_id: int) -> None:
             conn.commit()
 
 
+@contextlib.contextmanager
+def _one_statement(conn: psycopg.Connection) -> Iterator[None]:
+    """Run one statement as its own transaction, without BEGIN and COMMIT round trips.
+
+    An idle connection is switched to autocommit locally (no round trip) and back afterwards,
+    so the caller's connection is left as it was (the ledger needs autocommit off).
+    """
+    if conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        yield
+        return
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        with contextlib.suppress(psycopg.Error):  # a broken connection is the pool's to discard
+            conn.autocommit = False
+
+
 def load(conn: psycopg.Connection, inbox_id: int) -> InboxRow | None:
     """The row, or None when there is no such id. Raises RetryableError when PostgreSQL is down."""
-    with translated(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    with translated(), _one_statement(conn), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(q("inbox_load"), {"id": inbox_id}).fetchone()
     return InboxRow(**row) if row else None
 
 
 def mark_done(conn: psycopg.Connection, inbox_id: int, outcome: str, reason: str | None) -> str:
     """Mark the row done with its ledger outcome; the first outcome stands. Returns the stored outcome."""
-    # no wait for the WAL flush (see inbox_async_commit)
-    with translated(), conn.transaction():
-        conn.execute(q("inbox_async_commit"))
+    with translated(), _one_statement(conn):
         row = conn.execute(q("inbox_mark_done"), {"id": inbox_id, "outcome": outcome, "reason": reason}).fetchone()
     return row[0] if row else outcome
 
 
 def mark_failed(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
     """Record a permanent error (not retried) with its reason."""
-    with translated(), conn.transaction():
+    with translated(), _one_statement(conn):
         conn.execute(q("inbox_mark_failed"), {"id": inbox_id, "reason": reason})
 
 
 def mark_dead(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
     """Record that retries ran out, with the last error."""
-    with translated(), conn.transaction():
+    with translated(), _one_statement(conn):
         conn.execute(q("inbox_mark_dead"), {"id": inbox_id, "reason": reason})
 
 
 def count_attempt(conn: psycopg.Connection, inbox_id: int) -> None:
     """Count a processing attempt that ended in a transient error."""
-    with translated(), conn.transaction():
+    with translated(), _one_statement(conn):
         conn.execute(q("inbox_count_attempt"), {"id": inbox_id})
 
 

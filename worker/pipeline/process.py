@@ -76,6 +76,8 @@ def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force
         try:
             result = post_row(conn, row, settings)
         except PermanentError as exc:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()  # whatever the failed post left open holds nothing to keep
             inbox.mark_failed(conn, inbox_id, str(exc))
             raise
         except psycopg.OperationalError as exc:
