@@ -144,7 +144,8 @@ def encode(params: dict[str, Any], form: bool) -> tuple[bytes, str]:
 
 class TcpProxy:
     """A TCP proxy the test can cut: `down()` drops every connection and refuses new ones,
-    as a PostgreSQL restart would look to its clients; `up()` lets them through again."""
+    as a PostgreSQL restart would look to its clients; `up()` lets them through again.
+    The target may be a unix-socket folder (host starting with '/'), as the embedded server's is."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -169,7 +170,7 @@ class TcpProxy:
                 client.close()
                 continue
             try:
-                server = socket.create_connection(self.target)
+                server = self._connect_target()
             except OSError:
                 client.close()
                 continue
@@ -177,6 +178,14 @@ class TcpProxy:
                 self._pairs.append((client, server))
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _connect_target(self) -> socket.socket:
+        host, port = self.target
+        if host.startswith("/"):  # a unix-socket folder (the embedded PostgreSQL listens only there)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(f"{host}/.s.PGSQL.{port}")
+            return sock
+        return socket.create_connection(self.target)
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
