@@ -215,3 +215,18 @@ def test_a_pay_releasing_parked_refunds_compares_its_own_refundable_first(conn):
     assert r.outcome is Outcome.POSTED and r.released[0].outcome is Outcome.POSTED
     assert exceptions(conn) == []
     assert refundable(conn, "PC1") == (300, 700)
+
+
+def test_a_query_recovering_a_pay_compares_the_refundable_after_its_parked_refunds(conn):
+    post(conn, v3_refund("RP1", "PC1", 300))
+    r = post(conn, v3_pay("PC1", 1000, refundable=700), source="query")  # the gateway's current truth
+    assert r.outcome is Outcome.POSTED and r.released[0].outcome is Outcome.POSTED
+    assert exceptions(conn) == []
+
+
+@pytest.mark.parametrize(("later", "state"), [(9, "failed"), (7, "unknown")])
+def test_a_pending_order_that_fails_later_is_recorded_failed(conn, later, state):
+    post(conn, v3_pay("PC1", 1000, status=0))
+    post(conn, v3_pay("PC1", 1000, status=later))
+    assert order_state(conn, "PC1")[:2] == (state, later)
+    assert entries(conn) == []

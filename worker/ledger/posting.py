@@ -91,7 +91,7 @@ def _state_for(status: int) -> str:
     )
 
 
-def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
+def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:  # noqa: C901 - the rules, in order
     fp = fingerprint(n)
     cur.execute(q("order_for_update"), {"pay_order_id": n.pay_order_id})
     existing = cur.fetchone()
@@ -115,11 +115,14 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
             if state == new_state or state == "failed" or state == "parked":
                 return PostResult(Outcome.DUPLICATE, n.pay_order_id, f"already {state}")
             cur.execute(q("refresh_order"), params)
+            cur.execute(q("set_order_state"), {"pay_order_id": n.pay_order_id, "state": new_state, "reason": None})
             return _record_non_success(cur, n, new_state)
         cur.execute(q("refresh_order"), params)  # pending/unknown/failed/parked -> success: post it now
 
+    # without a paySuccTime the entry is dated when the order was first heard of, as reconciliation does
+    first_seen = existing["first_seen_at"] if existing else datetime.now(timezone.utc)
     txn = _Txn(n.pay_order_id, n.mch_id, n.pay_type, n.original_order_id, n.amount, n.currency,
-               n.pay_succ_time or datetime.now(timezone.utc))
+               n.pay_succ_time or first_seen)
     if txn.amount <= 0:
         return _reject(cur, txn, "non_positive_amount", f"amount must be > 0 cents, got {txn.amount}",
                        {"amount": txn.amount})
@@ -129,9 +132,13 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
             _compare_refundable(cur, n)
         return result
     _write_entry(cur, txn, "pay")
-    # compare with what the notify described (the pay alone), before parked refunds draw it down
-    _compare_refundable(cur, n)
-    return PostResult(Outcome.POSTED, txn.pay_order_id, None, _release_parked(cur, txn.pay_order_id))
+    if source == "query":  # a query answer states the refundable now: compare after parked refunds post
+        released = _release_parked(cur, txn.pay_order_id)
+        _compare_refundable(cur, n)
+    else:  # a notify states it as it was when the pay succeeded, before any refund
+        _compare_refundable(cur, n)
+        released = _release_parked(cur, txn.pay_order_id)
+    return PostResult(Outcome.POSTED, txn.pay_order_id, None, released)
 
 
 def _record_non_success(cur: psycopg.Cursor, n: Notify, state: str) -> PostResult:
