@@ -175,3 +175,16 @@ def test_redrive_leaves_rows_whose_message_still_waits_in_the_queue(conn, settin
         assert redrive_once(db_url, redis_url, settings, now=later + timedelta(seconds=600)) == 0  # waiting again
     finally:
         r.delete(f"dramatiq:{queue_name}", f"dramatiq:{queue_name}.msgs")
+
+
+def test_a_row_acknowledged_under_a_key_removed_since_still_posts(conn, settings, db_url, redis_url, queue_name):
+    from tests.factories import MCH, OLD_KEY
+
+    i = put(conn, settings, v3_pay("PC77", 1200, key=OLD_KEY))  # accepted while the old key was configured
+    rotated = Settings.from_env({"DATABASE_URL": db_url, "REDIS_URL": redis_url, "IOTLEDGER_QUEUE": queue_name,
+                                 "IOTPAY_MERCHANTS": json.dumps({MCH: {"keys": [KEY]}})})
+    with structlog.testing.capture_logs() as logs:
+        handled = process.handle(conn, i, rotated)
+    assert (handled.outcome, handled.pay_order_id) == ("posted", "PC77")
+    assert any("no longer verifies" in e["event"] for e in logs)
+    assert conn.execute("SELECT amount FROM journal_entries WHERE pay_order_id = 'PC77'").fetchone() == (1200,)

@@ -3,7 +3,9 @@
 The row's body is decoded and verified again (merchant, sign, fields) and posted by
 worker.ledger.intake.verify_and_post. A body stored with its card number masked cannot be
 verified again (the sign covered the full number): it was verified at the ingress
-(`verified_at`), so only merchant and fields are checked before posting.
+(`verified_at`), so only merchant and fields are checked before posting. Likewise a row the
+ingress verified whose sign no longer verifies (the merchant's old key was removed after
+IOTPay had been answered) is posted on the ingress's verification, with a warning.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import psycopg
 import structlog
 
 from worker.config import Settings
-from worker.errors import PermanentError, RetryableError, ValidationError
+from worker.errors import PermanentError, RetryableError, SignatureError, ValidationError
 from worker.iotpay.notify import decode_body, parse_params
 from worker.ledger import intake, posting
 from worker.ledger.outcome import PostResult
@@ -56,8 +58,19 @@ def post_row(conn: psycopg.Connection, row: InboxRow, settings: Settings) -> Pos
         notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family)
         settings.merchants.require(notify.mch_id)
         return posting.post_notify(conn, notify, source="notify")
-    return intake.verify_and_post(conn, params, settings.merchants, settings.gateway_tz, source="notify",
-                                  raw=row.body, family=family)
+    try:
+        return intake.verify_and_post(conn, params, settings.merchants, settings.gateway_tz, source="notify",
+                                      raw=row.body, family=family)
+    except SignatureError:
+        if row.verified_at is None:
+            raise
+        # The ingress verified this body and IOTPay was told `success`: the notify is ours to keep.
+        # A sign that no longer verifies means the key was rotated out since; post it, say so.
+        log.warning("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
+                    verified_at=row.verified_at.isoformat())
+        notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family)
+        settings.merchants.require(notify.mch_id)
+        return posting.post_notify(conn, notify, source="notify")
 
 
 def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force: bool = False) -> Handled:

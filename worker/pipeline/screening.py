@@ -68,6 +68,8 @@ def mask_body(raw: bytes, params: dict[str, Any], is_json: bool) -> tuple[bytes,
     came; when it cannot be found verbatim (escaped in the body), the body is re-encoded.
     """
     card = params.get(CARD_FIELD)
+    if isinstance(card, int) and not isinstance(card, bool):  # a JSON number is a card number too
+        card = str(card)
     if not isinstance(card, str) or mask_pan(card) == card:
         return raw, False
     masked_params = dict(params, **{CARD_FIELD: mask_pan(card)})
