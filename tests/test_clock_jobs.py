@@ -147,3 +147,24 @@ def test_two_clock_processes_at_once(db_url: str, redis_url: str, tmp_path: Path
         n_slots = sum(1 for r in runs if r[0] == job)
         # same minute: one ran, one skipped; a minute boundary between them: each ran its own minute
         assert sorted(outcomes) == (["done", "skipped"] if n_slots == 1 else ["done", "done"]), (job, outcomes)
+
+
+def test_a_day_whose_close_failed_is_closed_again_before_later_days(db_url: str, tmp_path: Path, monkeypatch) -> None:
+    [clock] = clocks(db_url, tmp_path, {}, n=1)
+    real = Clock.close_day
+    failing = {date(2026, 11, 18)}
+
+    def flaky(self, day, now):
+        if day in failing:
+            raise psycopg.OperationalError("database went away")
+        return real(self, day, now)
+
+    monkeypatch.setattr(Clock, "close_day", flaky)
+    assert clock.nightly(at("2026-11-19 00:15:00")) == {"2026-11-18": "failed"}
+    # the next night: the failed day is found again and closed first, then the new one
+    failing.clear()
+    assert clock.nightly(at("2026-11-20 00:15:00")) == {"2026-11-18": "done", "2026-11-19": "done"}
+    with psycopg.connect(db_url) as conn:
+        days = [r[0] for r in conn.execute("SELECT export_date FROM settlement_exports ORDER BY 1")]
+    assert days == [date(2026, 11, 18), date(2026, 11, 19)]
+    assert clock.days_to_close(at("2026-11-21 00:15:00")) == [date(2026, 11, 20)]

@@ -402,5 +402,10 @@ WHERE job = %(job)s AND slot = %(slot)s AND clock_id = %(clock_id)s;
 -- Minute jobs leave a row a minute each; keep a week of them (nightly rows are kept).
 DELETE FROM job_runs WHERE job IN ('sweep', 'redrive', 'alerts') AND started_at < %(before)s;
 
--- name: last_export_date
-SELECT max(export_date) FROM settlement_exports;
+-- name: first_close_date
+-- The first business day this ledger ever tried to close (exported, or a nightly run that failed).
+SELECT least((SELECT min(export_date) FROM settlement_exports),
+             (SELECT min(slot::date) FROM job_runs WHERE job = 'nightly'));
+
+-- name: export_dates_between
+SELECT export_date FROM settlement_exports WHERE export_date BETWEEN %(first)s AND %(last)s;

@@ -106,19 +106,31 @@ class Clock:
         return self.run(job, slot, lambda: self.jobs[job](now))
 
     def days_to_close(self, now: datetime) -> list[date]:
-        """Closed business days still without settlement files (the last one, and a week of catch-up)."""
+        """Closed business days without settlement files: yesterday, and any gap in the last week.
+
+        A day whose nightly run failed has no files, so it is found again here (its money must
+        not fall out of the file series).
+        """
         tz = self.settings.settlement_tz
         last = last_closed_day(now, tz)
         with self._conn() as conn:
-            (exported,) = conn.execute(q("last_export_date")).fetchone()
-        first = last if exported is None else max(exported + timedelta(days=1), last - timedelta(days=CATCH_UP_DAYS))
-        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+            (first_tried,) = conn.execute(q("first_close_date")).fetchone()
+            first = last if first_tried is None else min(last, max(first_tried, last - timedelta(days=CATCH_UP_DAYS)))
+            done = {r[0] for r in conn.execute(q("export_dates_between"), {"first": first, "last": last})}
+        return [d for d in (first + timedelta(days=i) for i in range((last - first).days + 1)) if d not in done]
 
     def nightly(self, now: datetime | None = None) -> dict[str, str]:
-        """Reconcile, export and summarise every closed day not done yet; return {date: outcome}."""
+        """Reconcile, export and summarise every closed day not done yet, oldest first; return {date: outcome}.
+
+        Stops at the first day that fails, so days are closed in order; it is tried again next time.
+        """
         now = now or datetime.now(timezone.utc)
-        return {str(day): self.run("nightly", str(day), lambda d=day: self.close_day(d, now))
-                for day in self.days_to_close(now)}
+        outcomes: dict[str, str] = {}
+        for day in self.days_to_close(now):
+            outcomes[str(day)] = self.run("nightly", str(day), lambda d=day: self.close_day(d, now))
+            if outcomes[str(day)] == "failed":
+                break
+        return outcomes
 
     def close_day(self, day: date, now: datetime) -> dict[str, Any]:
         """The nightly work for one day. Raises what reconcile/export raise (the run is recorded failed)."""
