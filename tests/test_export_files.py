@@ -219,3 +219,22 @@ def test_restating_an_open_day_is_refused(conn: psycopg.Connection, tmp_path: Pa
     with pytest.raises(ExportError, match="not ended"):
         export(conn, date(2026, 11, 20), tmp_path, restate=True, now=at("2026-11-20 23:00:00"))
     assert export(conn, date(2026, 11, 20), tmp_path, now=at("2026-11-21 00:00:00") + timedelta(0)).status == "final"
+
+
+def test_files_that_would_not_add_up_to_the_ledger_are_never_written(conn: psycopg.Connection, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from worker.reports import export as export_module
+
+    seed_fall_back_day(conn)
+    real = export_module._write_files
+
+    def off_by_a_cent(*args, **kwargs):
+        manifest, files = real(*args, **kwargs)
+        manifest["totals"]["CAD"]["gross_cents"] += 1
+        return manifest, files
+
+    monkeypatch.setattr(export_module, "_write_files", off_by_a_cent)
+    with pytest.raises(ExportError, match="do not add up"):
+        export(conn, FALL_BACK, tmp_path)
+    assert not (tmp_path / str(FALL_BACK)).exists() or os.listdir(tmp_path / str(FALL_BACK)) == []
+    assert conn.execute("SELECT count(*) FROM settlement_exports").fetchone() == (0,)

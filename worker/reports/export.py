@@ -318,6 +318,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 cur.execute(q("export_assign"), {**window, "with_prior": record is None})
                 status = "provisional" if not closed else ("restated" if record is not None else "final")
                 manifest, files = _write_files(cur, bd, folder, status, version)
+                _check_adds_up(cur, day, manifest)
                 if closed:
                     cur.execute(q("export_save"), {"day": day, "tz": bd.tz_name, "version": version,
                                                    "manifest": Jsonb(manifest)})
@@ -335,6 +336,15 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     log.info("export.written", settlement_date=str(day), status=status, folder=str(folder),
              rows=manifest["rows"], version=manifest["version"])
     return ExportResult(bd, folder, _paths(folder, day), manifest, status)
+
+
+def _check_adds_up(cur: psycopg.Cursor, day: date, manifest: dict[str, Any]) -> None:
+    """The files must add up to the ledger's clearing postings of the entries they hold, or nothing is written."""
+    cur.execute(q("export_ledger_totals"), {"day": day})
+    ledger = {c: (int(n), int(dr), int(cr)) for c, n, dr, cr in cur.fetchall()}
+    files = {c: (t["count"], t["gross_cents"], t["refunds_cents"]) for c, t in manifest["totals"].items()}
+    if ledger != files:
+        raise ExportError(f"{day}: the files do not add up to the ledger (files {files}, ledger {ledger}); nothing written")
 
 
 def _paths(folder: Path, day: date) -> dict[str, Path]:
