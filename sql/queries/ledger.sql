@@ -42,12 +42,16 @@ SELECT %(mch_id)s, %(currency)s, k FROM unnest(ARRAY['clearing', 'sales', 'refun
 ON CONFLICT (mch_id, currency, kind) DO NOTHING
 
 -- name: insert_entry
--- One journal entry and its two legs in one statement: debit one account, credit the other.
+-- One journal entry and its two legs in one statement: debit one account, credit the other;
+-- the order is marked posted in the same statement.
 WITH e AS (
     INSERT INTO journal_entries (pay_order_id, kind, original_order_id, mch_id, currency, amount, occurred_at, memo)
     VALUES (%(pay_order_id)s, %(kind)s, %(original_order_id)s, %(mch_id)s, %(currency)s, %(amount)s,
             %(occurred_at)s, %(memo)s)
     RETURNING id, mch_id, currency, amount
+), posted AS (
+    UPDATE orders SET state = 'posted', reason = NULL, updated_at = now(), posted_at = now()
+    WHERE pay_order_id = %(pay_order_id)s
 )
 INSERT INTO postings (entry_id, account_id, mch_id, currency, amount)
 SELECT e.id, a.id, e.mch_id, e.currency, CASE WHEN a.kind = %(debit)s THEN e.amount ELSE -e.amount END

@@ -15,6 +15,7 @@ unique index on journal_entries and the triggers in sql/001_ledger.sql are the l
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -136,7 +137,7 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:  # 
         released = _release_parked(cur, txn.pay_order_id)
         _compare_refundable(cur, n)
     else:  # a notify states it as it was when the pay succeeded, before any refund
-        _compare_refundable(cur, n)
+        _compare_refundable(cur, n, fresh_pay=True)
         released = _release_parked(cur, txn.pay_order_id)
     return PostResult(Outcome.POSTED, txn.pay_order_id, None, released)
 
@@ -177,10 +178,21 @@ def _reject(cur: psycopg.Cursor, t: _Txn, kind: str, reason: str, details: dict[
     return PostResult(Outcome.REJECTED, t.pay_order_id, reason)
 
 
+# Accounts a connection has seen committed (they are never deleted: postings reference them), so
+# that a post does not ask again. Only accounts read back are remembered, never ones this
+# transaction created, which a rollback could take away.
+_known_accounts: weakref.WeakKeyDictionary[psycopg.Connection, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
+
+
 def _ensure_accounts(cur: psycopg.Cursor, mch_id: str, currency: str) -> None:
+    known = _known_accounts.setdefault(cur.connection, set())
+    if (mch_id, currency) in known:
+        return
     cur.execute(q("account_ids"), {"mch_id": mch_id, "currency": currency})
     if len(cur.fetchall()) < 3:
         cur.execute(q("ensure_accounts"), {"mch_id": mch_id, "currency": currency})
+    else:
+        known.add((mch_id, currency))
 
 
 def _write_entry(cur: psycopg.Cursor, t: _Txn, kind: str) -> None:
@@ -191,9 +203,8 @@ def _write_entry(cur: psycopg.Cursor, t: _Txn, kind: str) -> None:
         "mch_id": t.mch_id, "currency": t.currency, "amount": t.amount, "occurred_at": t.occurred_at,
         "memo": None, "debit": debit, "credit": credit,
     })
-    if len(cur.fetchall()) != 2:
+    if len(cur.fetchall()) != 2:  # the statement also marked the order posted
         raise RuntimeError(f"entry for {t.pay_order_id} did not get two legs")
-    cur.execute(q("set_order_state"), {"pay_order_id": t.pay_order_id, "state": "posted", "reason": None})
 
 
 def _post_refund(cur: psycopg.Cursor, t: _Txn) -> PostResult:
@@ -235,11 +246,17 @@ def _release_parked(cur: psycopg.Cursor, pay_order_id: str) -> tuple[PostResult,
     return tuple(released)
 
 
-def _compare_refundable(cur: psycopg.Cursor, n: Notify) -> None:
-    """Record a mismatch when the gateway's stated refundable differs from the ledger's."""
+def _compare_refundable(cur: psycopg.Cursor, n: Notify, *, fresh_pay: bool = False) -> None:
+    """Record a mismatch when the gateway's stated refundable differs from the ledger's.
+
+    fresh_pay: the pay was posted just now and nothing drew on it yet, so the ledger's refundable
+    is its amount (no need to ask).
+    """
     if n.refundable is None:
         return
-    if n.pay_type == "pay":
+    if fresh_pay:
+        ledger = n.amount
+    elif n.pay_type == "pay":
         cur.execute(q("pay_balance_for_update"), {"pay_order_id": n.pay_order_id})
         row = cur.fetchone()
         ledger = row["refundable"] if row else None
