@@ -50,6 +50,23 @@ def with_dbname(url: str, dbname: str) -> str:
     return f"postgresql://{user}{password}@{host}:{port}/{quote(dbname)}"
 
 
+def create_database(server_url: str, prefix: str, template: str | None = None) -> str:
+    """Create a uniquely named database on the server (optionally from a template); return its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(stmt)
+    return name
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop a database created by create_database, closing whatever is still connected."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
     """URL of the PostgreSQL server the tests use (maintenance database)."""
@@ -59,35 +76,26 @@ def pg_server_url() -> str:
 @pytest.fixture(scope="session")
 def template_db(pg_server_url: str) -> Iterator[str]:
     """A database with every migration applied, used as template for each test's database."""
-    name = f"iotledger_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database(pg_server_url, f"iotledger_tpl_{os.getpid()}")
     migrate(with_dbname(pg_server_url, name))
     yield name
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server_url, name)
 
 
 @pytest.fixture
 def db_url(pg_server_url: str, template_db: str) -> Iterator[str]:
     """URL of a fresh, migrated database for this test only."""
-    name = f"iotledger_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db)))
+    name = create_database(pg_server_url, "iotledger_t", template=template_db)
     yield with_dbname(pg_server_url, name)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server_url, name)
 
 
 @pytest.fixture
 def empty_db_url(pg_server_url: str) -> Iterator[str]:
     """URL of an empty database (no migrations), for migration tests."""
-    name = f"iotledger_e_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database(pg_server_url, "iotledger_e")
     yield with_dbname(pg_server_url, name)
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server_url, name)
 
 
 @pytest.fixture

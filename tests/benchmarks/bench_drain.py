@@ -23,10 +23,9 @@ from pathlib import Path
 
 import psycopg
 import redis
-from psycopg import sql
 
 from tests.factories import MERCHANTS_JSON, v3_pay, v3_refund
-from tests.fix_db import DEFAULT_TEST_DATABASE_URL, with_dbname
+from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from tests.fix_redis import DEFAULT_TEST_REDIS_URL
 from tests.pipeline_procs import service_env, start_worker, stop
 from worker.broker import sender_broker
@@ -70,11 +69,9 @@ def main() -> None:
 
     server = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
     redis_url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_TEST_REDIS_URL
-    name = f"bench_drain_{uuid.uuid4().hex[:8]}"
     q = f"bench{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="bench_drain_"))
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database(server, "bench_drain")
     db_url = with_dbname(server, name)
     worker = None
     try:
@@ -120,8 +117,7 @@ def main() -> None:
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(f"dramatiq:{q}*"):
             client.delete(key)
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(server, name)
 
 
 if __name__ == "__main__":

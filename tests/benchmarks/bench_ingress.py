@@ -27,10 +27,9 @@ from urllib.parse import urlsplit
 
 import psycopg
 import redis
-from psycopg import sql
 
 from tests.factories import MERCHANTS_JSON, v3_pay
-from tests.fix_db import DEFAULT_TEST_DATABASE_URL, with_dbname
+from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from tests.fix_redis import DEFAULT_TEST_REDIS_URL
 from tests.pipeline_procs import encode, service_env, start_web, stop
 from worker.migrations import migrate
@@ -92,10 +91,8 @@ def main() -> None:
 
     server = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
     redis_url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_TEST_REDIS_URL
-    name = f"bench_ingress_{uuid.uuid4().hex[:8]}"
     queue = f"bench{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database(server, "bench_ingress")
     db_url = with_dbname(server, name)
     tmp = Path(tempfile.mkdtemp(prefix="bench_ingress_"))
     try:
@@ -122,8 +119,7 @@ def main() -> None:
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(f"dramatiq:{queue}*"):
             client.delete(key)
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(server, name)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ import argparse
 import multiprocessing
 import os
 import time
-import uuid
 from datetime import datetime, timezone
 
 import psycopg
-from psycopg import sql
 
-from tests.fix_db import DEFAULT_TEST_DATABASE_URL, with_dbname
+from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from worker.migrations import migrate
 
 
@@ -83,9 +81,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
     args = ap.parse_args()
-    name = f"iotledger_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(args.database_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = create_database(args.database_url, "iotledger_bench")
     url = with_dbname(args.database_url, name)
     try:
         migrate(url)
@@ -99,8 +95,7 @@ def main() -> None:
 
             ok = run_checks(conn).ok
     finally:
-        with psycopg.connect(args.database_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(args.database_url, name)
     print(f"notifies: {args.notifies}  concurrency: {args.concurrency} processes  entries posted: {entries}  check ok: {ok}")
     print(f"ledger posting:            {posted:10.0f} notifies/s")
     print(f"ceiling (1-row INSERT+commit): {ceiling:6.0f} inserts/s")
