@@ -187,10 +187,12 @@ def test_a_pending_order_that_succeeds_later_posts_once(conn):
     assert len(entries(conn)) == 1
 
 
-def test_a_late_pending_notify_does_not_undo_a_posted_order(conn):
+def test_a_late_pending_notify_does_not_undo_a_posted_order_and_is_recorded(conn):
     post(conn, v3_pay("PC1", 1000))
-    assert post(conn, v3_pay("PC1", 1000, status=0)).outcome is Outcome.DUPLICATE
-    assert order_state(conn, "PC1")[0] == "posted"
+    assert post(conn, v3_pay("PC1", 1000, status=0)).outcome is Outcome.STATUS_REGRESSION
+    assert order_state(conn, "PC1")[:2] == ("posted", 2)
+    assert [x[:2] for x in exceptions(conn)] == [("PC1", "status_regression")]
+    assert balances(conn, MCH)["clearing"] == 1000
 
 
 def test_bad_signature_and_unknown_merchant_post_nothing(conn):

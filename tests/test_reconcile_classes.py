@@ -23,19 +23,21 @@ DAY = date(2026, 11, 21)
 LEDGER_CLASSES = {
     "paid_not_in_ledger", "parked_without_original", "stuck_pending", "duplicate_merchant_order",
     "refund_beyond_original", "refundable_mismatch", "conflict", "currency_mismatch", "ledger_exception",
+    "notify_not_posted", "status_regression", "content_changed",
 }
 EXPECTED_CLASSES = {"expected_not_paid", "amount_mismatch", "unknown_to_merchant"}
 
 
-def lost_notify(conn: psycopg.Connection, pay_order_id: str, when) -> None:
-    """A notify we acknowledged (in the inbox) that died before reaching the ledger."""
+def lost_notify(conn: psycopg.Connection, pay_order_id: str, when, state: str = "dead") -> int:
+    """A notify we acknowledged (in the inbox) that died (or still waits) before reaching the ledger."""
     body = json.dumps({"payOrderId": pay_order_id, "mchId": MCH, "amount": 700, "status": 2}).encode()
+    reason = "PostgreSQL unavailable (retries exhausted)" if state == "dead" else None
     with conn.transaction():
-        conn.execute(
-            "INSERT INTO inbox (body_sha256, body, family, mch_id, pay_order_id, received_at, state, reason, attempts)"
-            " VALUES (%s, %s, 'v3', %s, %s, %s, 'dead', 'PostgreSQL unavailable (retries exhausted)', 20)",
-            (hashlib.sha256(body).digest(), body, MCH, pay_order_id, when),
-        )
+        return conn.execute(
+            "INSERT INTO inbox (body_sha256, body, family, mch_id, pay_order_id, received_at, updated_at, state,"
+            " reason, attempts) VALUES (%s, %s, 'v3', %s, %s, %s, %s, %s, %s, 20) RETURNING id",
+            (hashlib.sha256(body).digest(), body, MCH, pay_order_id, when, when, state, reason),
+        ).fetchone()[0]
 
 
 def seed_every_class(conn: psycopg.Connection) -> None:
@@ -49,7 +51,12 @@ def seed_every_class(conn: psycopg.Connection) -> None:
     # next day's first second: belongs to 2026-11-22, must not show up
     post(conn, "PC-NEXT", 100, at("2026-11-22 00:00:00"), status=0)
 
-    lost_notify(conn, "PC-LOST", t("11:00:00"))  # paid_not_in_ledger
+    lost_notify(conn, "PC-LOST", t("11:00:00"))  # notify_not_posted
+    lost_notify(conn, "PC-WAIT", t("11:01:00"), state="queued")  # paid_not_in_ledger
+    post(conn, "PC-REG", 1000, t("20:00:00"))
+    assert post(conn, "PC-REG", 1000, t("20:00:00"), status=9).outcome is Outcome.STATUS_REGRESSION
+    assert post(conn, "PC-CHG", 1000, t("20:10:00"), status=0).outcome is Outcome.PENDING
+    assert post(conn, "PC-CHG", 1150, t("20:10:00")).outcome is Outcome.POSTED  # content_changed (a tip)
     assert post(conn, "RP-PARK", 300, t("11:05:00"), pay_type="refund", original="PC-NEVER").outcome is Outcome.PARKED
     assert post(conn, "PC-PEND", 900, t("11:10:00"), status=0).outcome is Outcome.PENDING  # stuck_pending
     post(conn, "PC-D1", 1500, t("12:00:00"), mch_order_no="MO-DUP")  # duplicate_merchant_order
@@ -66,7 +73,8 @@ def seed_every_class(conn: psycopg.Connection) -> None:
     assert post(conn, "PC-Z", 0, t("17:00:00")).outcome is Outcome.REJECTED  # ledger_exception (non-positive)
     if expected:
         for oid, amount in [("PC-OK1", 1000), ("PC-OK2", 2500), ("PC-D1", 1500), ("PC-D2", 1500), ("PC-R", 1000),
-                            ("PC-RM", 1000), ("PC-C", 1200), ("PC-CU", 2000), ("PC-PEND", 900), ("PC-LOST", 700)]:
+                            ("PC-RM", 1000), ("PC-C", 1200), ("PC-CU", 2000), ("PC-PEND", 900), ("PC-LOST", 700),
+                            ("PC-WAIT", 700), ("PC-REG", 1000), ("PC-CHG", 1150)]:
             expect(conn, f"MO-{oid}", amount, t("08:00:00"), pay_order_id=oid)
         expect(conn, "MO-NEVER-PAID", 4200, t("18:00:00"))  # expected_not_paid
         expect(conn, "MO-PC-AM", 1000, t("18:30:00"))  # amount_mismatch: the gateway charged 1100
@@ -87,7 +95,14 @@ def test_every_class_is_found_once_and_alerted_once(conn: psycopg.Connection) ->
     classes = LEDGER_CLASSES | (EXPECTED_CLASSES if first.expected_orders_checked else set())
     assert first.counts == {c: 1 for c in classes}, first.counts
     by_class = {m.cls: m for m in first.mismatches}
-    assert by_class["paid_not_in_ledger"].subject == "PC-LOST"
+    assert by_class["paid_not_in_ledger"].subject == "PC-WAIT"
+    lost = by_class["notify_not_posted"]
+    assert lost.subject.startswith("inbox/") and lost.pay_order_id == "PC-LOST"
+    assert lost.details["reason"] == "PostgreSQL unavailable (retries exhausted)"
+    assert by_class["status_regression"].subject == "PC-REG"
+    assert by_class["status_regression"].details["received_status"] == 9
+    assert by_class["content_changed"].subject == "PC-CHG"
+    assert by_class["content_changed"].details["recorded"]["amount"] == 1000
     assert by_class["parked_without_original"].subject == "RP-PARK"
     assert by_class["stuck_pending"].subject == "PC-PEND"
     assert by_class["duplicate_merchant_order"].subject == f"{MCH}/MO-DUP"
@@ -112,6 +127,8 @@ def test_every_class_is_found_once_and_alerted_once(conn: psycopg.Connection) ->
     assert sink.deliver_pending(conn) == (len(classes), 0)
     assert sorted(c["dedup_key"] for c in calls) == sorted(f"mismatch:{m.cls}:{m.subject}" for m in first.mismatches)
     assert all(c["text"].startswith("[2026-11-21] ") for c in calls)
+    texts = {c["dedup_key"]: c["text"] for c in calls}
+    assert f"(merchant {MCH}, CAD 10.00)" in texts["mismatch:status_regression:PC-REG"]
 
     # a re-run on the same data: same result, nothing alerted or sent again
     second = reconcile(conn, DAY, TORONTO, sink)

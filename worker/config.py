@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.errors import ConfigError
+from worker.iotpay import notify
 from worker.merchants import Merchants, load_merchants
 
 DEFAULT_DATA_DIR = ".iotledger"
@@ -35,6 +36,8 @@ DEFAULT_SWEEP_GIVE_UP_SECONDS = 48 * 3600
 DEFAULT_QUERY_RATE_PER_SECOND = 20.0
 DEFAULT_REFUSALS_PER_MINUTE = 60
 DEFAULT_QUEUE_NAME = "iotpay"
+DEFAULT_MAX_AMOUNT_CENTS = notify.DEFAULT_MAX_AMOUNT_CENTS
+MAX_AMOUNT_LIMIT = 10**15  # a million orders at this size still sum far inside a bigint
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -47,6 +50,14 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigError(name, f"must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _max_amount(env: Mapping[str, str]) -> int:
+    value = _int(env, "IOTLEDGER_MAX_AMOUNT_CENTS", DEFAULT_MAX_AMOUNT_CENTS, 1)
+    if value > MAX_AMOUNT_LIMIT:
+        raise ConfigError("IOTLEDGER_MAX_AMOUNT_CENTS", f"must be <= {MAX_AMOUNT_LIMIT} (sums must stay far from "
+                                                        f"the bigint limit), got {value}")
     return value
 
 
@@ -105,6 +116,7 @@ class Settings:
     refusals_per_minute: int = DEFAULT_REFUSALS_PER_MINUTE
     alert_webhook_url: str | None = None
     queue_name: str = DEFAULT_QUEUE_NAME
+    max_amount_cents: int = DEFAULT_MAX_AMOUNT_CENTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +144,7 @@ class Settings:
             refusals_per_minute=_int(env, "IOTLEDGER_REFUSALS_PER_MINUTE", DEFAULT_REFUSALS_PER_MINUTE, 1),
             alert_webhook_url=_url(env, "IOTLEDGER_ALERT_WEBHOOK_URL", None, ("https", "http")),
             queue_name=env.get("IOTLEDGER_QUEUE") or DEFAULT_QUEUE_NAME,
+            max_amount_cents=_max_amount(env),
         )
 
 

@@ -34,6 +34,8 @@ SET resolved_at = %(now)s, next_query_at = NULL, last_status = o.status,
 FROM orders o
 WHERE e.resolved_at IS NULL AND e.pay_order_id IS NOT NULL AND o.pay_order_id = e.pay_order_id
   AND o.pay_type = 'pay' AND o.state IN ('posted', 'failed', 'rejected')
+  -- a failed order with a notify still unprocessed or failed in the inbox is not settled: keep asking
+  AND (o.state <> 'failed' OR NOT EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = o.pay_order_id AND i.state <> 'done'))
 RETURNING e.mch_id, e.mch_order_no, e.gave_up_at;
 
 -- name: sweep_settle_by_mch_order_no
@@ -43,7 +45,17 @@ SET resolved_at = %(now)s, next_query_at = NULL, last_status = o.status, pay_ord
 FROM orders o
 WHERE e.resolved_at IS NULL AND e.pay_order_id IS NULL AND o.mch_id = e.mch_id AND o.mch_order_no = e.mch_order_no
   AND o.pay_type = 'pay' AND o.state IN ('posted', 'failed', 'rejected')
+  -- a failed order with a notify still unprocessed or failed in the inbox is not settled: keep asking
+  AND (o.state <> 'failed' OR NOT EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = o.pay_order_id AND i.state <> 'done'))
 RETURNING e.mch_id, e.mch_order_no, e.gave_up_at;
+
+-- name: sweep_order_state
+-- After an answer was posted: where the order stands, whether a notify for it is still unprocessed
+-- or failed in the inbox, and how many refunds still wait parked on it.
+SELECT o.state, o.pay_type,
+       EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = o.pay_order_id AND i.state <> 'done') AS inbox_open,
+       (SELECT count(*) FROM orders r WHERE r.original_order_id = o.pay_order_id AND r.state = 'parked') AS parked
+FROM orders o WHERE o.pay_order_id = %(pay_order_id)s;
 
 -- name: sweep_due_expected
 SELECT mch_id, mch_order_no, pay_order_id, amount, currency, channel, family, created_at, query_count

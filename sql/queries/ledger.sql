@@ -1,8 +1,10 @@
 -- Named queries of the ledger (worker/ledger/). Parameters are psycopg placeholders.
 
 -- name: lock_order_tree
--- Serialises everything that touches one pay order and its refunds, across processes.
-SELECT pg_advisory_xact_lock(hashtextextended(%(root)s, 7201944))
+-- Serialises everything that touches one pay order and its refunds, across processes: a pay
+-- locks its id twice (first = second); a refund locks its pay's id and its own, in sorted order.
+SELECT pg_advisory_xact_lock(hashtextextended(%(first)s, 7201944)),
+       pg_advisory_xact_lock(hashtextextended(%(second)s, 7201944))
 
 -- name: order_for_update
 SELECT pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status, state,
@@ -26,6 +28,14 @@ UPDATE orders SET status = %(status)s, gateway_refundable = coalesce(%(gateway_r
        trans_num = coalesce(%(trans_num)s, trans_num), invoice_num = coalesce(%(invoice_num)s, invoice_num),
        pay_succ_time = coalesce(%(pay_succ_time)s, pay_succ_time), mch_order_no = coalesce(mch_order_no, %(mch_order_no)s),
        fields = %(fields)s, source = %(source)s, updated_at = now()
+WHERE pay_order_id = %(pay_order_id)s
+
+-- name: replace_order_content
+-- The gateway changed the content of an order with nothing posted: its newer word replaces ours
+-- (the old content is kept in a content_changed exception).
+UPDATE orders SET mch_id = %(mch_id)s, mch_order_no = %(mch_order_no)s, pay_type = %(pay_type)s,
+       original_order_id = %(original_order_id)s, currency = %(currency)s, amount = %(amount)s,
+       fingerprint = %(fingerprint)s, updated_at = now()
 WHERE pay_order_id = %(pay_order_id)s
 
 -- name: set_order_state

@@ -40,19 +40,30 @@ found AS (
     WHERE o.status IN (2, 3) AND o.state NOT IN ('parked', 'rejected')
       AND NOT EXISTS (SELECT 1 FROM journal_entries je WHERE je.pay_order_id = o.pay_order_id AND je.kind <> 'reversal')
     UNION ALL
-    -- a notify we acknowledged (IOTPay notifies successes) that never reached the ledger
-    (SELECT DISTINCT ON (coalesce(i.pay_order_id, 'inbox/' || i.id))
-           'paid_not_in_ledger', coalesce(i.pay_order_id, 'inbox/' || i.id), i.mch_id, i.pay_order_id, NULL,
+    -- a notify we acknowledged (IOTPay notifies successes) still waiting to be processed, its order unknown
+    (SELECT DISTINCT ON (i.pay_order_id)
+           'paid_not_in_ledger', i.pay_order_id, i.mch_id, i.pay_order_id, NULL,
            NULL, NULL, NULL, NULL,
            jsonb_build_object('inbox_id', i.id, 'inbox_state', i.state, 'reason', i.reason)
     FROM inbox i
     WHERE i.received_at >= %(start)s AND i.received_at < %(end)s
-      AND i.state <> 'done'
-      AND (i.pay_order_id IS NULL AND i.state IN ('failed', 'dead')
-           OR i.pay_order_id IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.pay_order_id = i.pay_order_id)
-              AND NOT EXISTS (SELECT 1 FROM inbox d WHERE d.pay_order_id = i.pay_order_id AND d.state = 'done'))
-     ORDER BY coalesce(i.pay_order_id, 'inbox/' || i.id), i.id)
+      AND i.state IN ('received', 'queued') AND i.pay_order_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.pay_order_id = i.pay_order_id)
+      AND NOT EXISTS (SELECT 1 FROM inbox d WHERE d.pay_order_id = i.pay_order_id AND d.state = 'done')
+     ORDER BY i.pay_order_id, i.id)
+    UNION ALL
+    -- a notify we acknowledged that failed or died in processing, its order not posted: every such
+    -- row is listed with its reason (received that day, or failed that day)
+    SELECT 'notify_not_posted', 'inbox/' || i.id, i.mch_id, i.pay_order_id, o.mch_order_no, o.currency::text,
+           NULL, o.amount, NULL,
+           jsonb_build_object('inbox_id', i.id, 'inbox_state', i.state, 'reason', i.reason,
+                              'received_at', i.received_at, 'order_state', o.state)
+    FROM inbox i
+    LEFT JOIN orders o ON o.pay_order_id = i.pay_order_id
+    WHERE i.state IN ('failed', 'dead')
+      AND (i.received_at >= %(start)s AND i.received_at < %(end)s
+           OR i.updated_at >= %(start)s AND i.updated_at < %(end)s)
+      AND o.state IS DISTINCT FROM 'posted'
     UNION ALL
     SELECT 'parked_without_original', o.pay_order_id, o.mch_id, o.pay_order_id, o.mch_order_no, o.currency::text,
            NULL, o.amount, NULL,
@@ -90,6 +101,8 @@ found AS (
                WHEN 'currency_mismatch' THEN 'currency_mismatch'
                WHEN 'parked_too_long' THEN 'parked_without_original'
                WHEN 'unknown_status' THEN 'stuck_pending'
+               WHEN 'status_regression' THEN 'status_regression'
+               WHEN 'content_changed' THEN 'content_changed'
                ELSE 'ledger_exception'
            END,
            x.pay_order_id, o.mch_id, x.pay_order_id, o.mch_order_no, o.currency::text,
@@ -134,7 +147,7 @@ found AS (
            NULL::bigint AS gateway_amount, NULL::bigint AS ledger_amount,
            jsonb_build_object('created_at', e.created_at, 'gave_up_at', e.gave_up_at, 'channel', e.channel) AS details
     FROM day_expected e
-    WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.pay_order_id = e.pay_order_id)
+    WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.pay_order_id = e.pay_order_id AND o.pay_type = 'pay')
       -- a notify for it sits in the inbox: that is paid_not_in_ledger, not unpaid
       AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = e.pay_order_id)
       AND NOT EXISTS (SELECT 1 FROM orders o
@@ -209,7 +222,11 @@ LIMIT 1;
 -- clock and restarts raise nothing new for a mismatch already alerted.
 INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
 SELECT 'mismatch:' || m.class || ':' || m.subject, 'mismatch',
-       format('[%%s] %%s %%s: %%s', r.business_date, m.class, m.subject, c.description),
+       format('[%%s] %%s %%s (merchant %%s, %%s): %%s', r.business_date, m.class, m.subject,
+              coalesce(m.mch_id, '?'),
+              coalesce(m.currency || ' ' || (coalesce(m.gateway_amount, m.ledger_amount, m.expected_amount)::numeric
+                                               / 100)::numeric(30, 2), 'amount unknown'),
+              c.description),
        jsonb_build_object('business_date', r.business_date, 'class', m.class, 'subject', m.subject,
                           'mch_id', m.mch_id, 'pay_order_id', m.pay_order_id, 'mch_order_no', m.mch_order_no,
                           'currency', m.currency, 'expected_amount', m.expected_amount,
@@ -250,6 +267,24 @@ SELECT 'give_up_parked:' || p.original_order_id, 'sweep_give_up',
 FROM parked_queries p
 WHERE p.gave_up_at IS NOT NULL
 ORDER BY p.gave_up_at, p.original_order_id
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id, dedup_key, kind, text, details;
+
+-- name: alerts_from_ledger_exceptions
+-- Exceptions a person must see at once, not the next night: the gateway moved a final order's
+-- status backwards. One alert per exception row (its own dedup key).
+INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
+SELECT 'exception:' || x.dedup_key, x.kind,
+       format('%%s on %%s (merchant %%s, %%s %%s, %%s): %%s', x.kind, x.pay_order_id, coalesce(o.mch_id, '?'),
+              coalesce(o.currency::text, '?'), coalesce(((o.amount::numeric) / 100)::numeric(30, 2)::text, '?'),
+              coalesce(o.pay_type, '?'), x.reason),
+       jsonb_build_object('pay_order_id', x.pay_order_id, 'mch_id', o.mch_id, 'amount', o.amount,
+                          'currency', o.currency, 'kind', x.kind) || x.details,
+       %(webhook_state)s
+FROM ledger_exceptions x
+LEFT JOIN orders o ON o.pay_order_id = x.pay_order_id
+WHERE x.kind = 'status_regression'
+ORDER BY x.id
 ON CONFLICT (dedup_key) DO NOTHING
 RETURNING id, dedup_key, kind, text, details;
 

@@ -17,7 +17,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     s = app_settings()
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
     with stream, connect() as conn:
-        summary = ingest_lines(conn, stream, s.merchants, s.gateway_tz)
+        summary = ingest_lines(conn, stream, s.merchants, s.gateway_tz, max_amount=s.max_amount_cents)
     if args.json:
         print(json.dumps(summary.as_json(), indent=2))
     else:

@@ -37,7 +37,7 @@ from worker.gateway.errors import (
     GatewayNetworkError,
 )
 from worker.iotpay import signature
-from worker.iotpay.notify import Family, Notify, parse_params
+from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, Family, Notify, parse_params
 from worker.merchants import Merchant, Merchants
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -89,11 +89,13 @@ class GatewayClient:
         require_response_sign: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
+        max_amount: int = DEFAULT_MAX_AMOUNT_CENTS,
     ) -> None:
         self.merchants = merchants
         self.v3_base_url = v3_base_url.rstrip("/")
         self.v1_base_url = v1_base_url.rstrip("/")
         self.gateway_tz = gateway_tz
+        self.max_amount = max_amount
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -113,7 +115,7 @@ class GatewayClient:
     def from_settings(cls, settings: Settings, **kwargs: Any) -> GatewayClient:
         """A client for the configured merchants and base URLs (kwargs override, e.g. transport)."""
         return cls(settings.merchants, v3_base_url=settings.v3_base_url, v1_base_url=settings.v1_base_url,
-                   gateway_tz=settings.gateway_tz, **kwargs)
+                   gateway_tz=settings.gateway_tz, max_amount=settings.max_amount_cents, **kwargs)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -254,7 +256,8 @@ class GatewayClient:
             if got is not None and str(got) != wanted:
                 raise GatewayMalformedError(name, f"{endpoint}: answer is about {got!r}, asked for {wanted!r}")
         try:
-            notify = parse_params(order, self.gateway_tz, raw=response.content, family=family)
+            notify = parse_params(order, self.gateway_tz, raw=response.content, family=family,
+                                  max_amount=self.max_amount)
         except ValidationError as exc:
             raise GatewayMalformedError(exc.field, f"{endpoint}: {exc.problem}") from None
         return GatewayAnswer(family, endpoint, notify, order, data, signed)

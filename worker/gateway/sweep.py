@@ -38,9 +38,6 @@ from worker.gateway.errors import GatewayFailError, GatewayNetworkError
 from worker.gateway.expected import V3_CHANNELS
 from worker.gateway.ratelimit import RateLimiter
 from worker.gateway.schedule import PARKED_STEPS, Schedule
-from worker.iotpay.status import Outcome as Status
-from worker.iotpay.status import outcome as status_outcome
-from worker.ledger.outcome import Outcome
 from worker.ledger.posting import post_notify
 from worker.sqlfiles import q
 
@@ -179,17 +176,35 @@ def _discover_parked(conn: psycopg.Connection, now: datetime, schedule: Schedule
             })
 
 
-def _classify(answer: GatewayAnswer, posted: Outcome) -> str:
-    status = status_outcome(answer.notify.status)
-    if status is Status.SUCCESS:
-        if posted in (Outcome.POSTED, Outcome.DUPLICATE):
-            return "paid"
-        if posted in (Outcome.REJECTED, Outcome.CONFLICT):
-            return "rejected" if posted is Outcome.REJECTED else "conflict"
-        return "pending"
-    if status is Status.FAILED:
+class WrongAnswerError(IotLedgerError):
+    """The gateway answered about something other than what was asked (a refund for a pay)."""
+
+
+def _require_pay(answer: GatewayAnswer, asked: str) -> None:
+    """Only a pay answers a question about a pay: a refund's mchOrderNo is its mchRefundNo."""
+    n = answer.notify
+    if n.pay_type != "pay":
+        raise WrongAnswerError(f"asked about pay {asked}, the gateway answered with a {n.pay_type} "
+                               f"{n.pay_order_id} (originalOrderId {n.original_order_id}); not taken as the answer")
+
+
+def _order_state(conn: psycopg.Connection, pay_order_id: str) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(q("sweep_order_state"), {"pay_order_id": pay_order_id}).fetchone()
+    conn.commit()
+    return row or {"state": None, "pay_type": None, "inbox_open": False, "parked": 0}
+
+
+def _classify(order: dict[str, Any]) -> str:
+    """What the ledger's state of the order means for the question: answered for good, or ask again."""
+    state = order["state"]
+    if state == "posted":
+        return "paid"  # even if the gateway now says otherwise: that is a recorded status_regression
+    if state == "rejected":
+        return "rejected"
+    if state == "failed" and not order["inbox_open"]:
         return "failed"
-    return "pending"  # pending, or an undocumented status: not final
+    return "pending"  # pending, unknown, parked, or failed with a notify unprocessed or failed: ask again
 
 
 def _query(client: GatewayClient, limiter: RateLimiter | None, family: str, mch_id: str, **ids: str | None) -> GatewayAnswer:
@@ -216,10 +231,12 @@ def _sweep_expected(conn: psycopg.Connection, client: GatewayClient, row: dict[s
     kind, released = "error", 0
     try:
         answer = _query(client, limiter, row["family"], row["mch_id"], **ids)
+        record.update(last_status=answer.notify.status)
+        _require_pay(answer, row["pay_order_id"] or f"{row['mch_id']}/{row['mch_order_no']}")
         result = post_notify(conn, answer.notify, source="query")
-        kind = _classify(answer, result.outcome)
+        kind = _classify(_order_state(conn, answer.notify.pay_order_id))
         released = len(result.released)
-        record.update(last_status=answer.notify.status, pay_order_id=answer.notify.pay_order_id)
+        record.update(pay_order_id=answer.notify.pay_order_id)
         if kind != "pending":
             record.update(resolved_at=now, resolution=kind)
             log.info("sweep.found", **who, pay_order_id=answer.notify.pay_order_id, status=answer.notify.status,
@@ -235,8 +252,6 @@ def _sweep_expected(conn: psycopg.Connection, client: GatewayClient, row: dict[s
     except Exception as exc:  # a bug must not stop the other orders of the pass; logged with its traceback
         record["last_error"] = f"{type(exc).__name__}: {exc}"[:500]
         log.exception("sweep.task_failed", **who)
-    if kind == "conflict":
-        kind = "rejected"
     gave_up = None
     if record["resolved_at"] is None:
         record["next_query_at"] = schedule.next_query_at(row["created_at"], now, row["channel"])
@@ -260,10 +275,15 @@ def _sweep_parked(conn: psycopg.Connection, client: GatewayClient, row: dict[str
     kind, released = "error", 0
     try:
         answer = _query(client, limiter, row["family"], row["mch_id"], pay_order_id=original)
-        result = post_notify(conn, answer.notify, source="query")
-        kind = _classify(answer, result.outcome)
-        released = len(result.released)
         record["last_status"] = answer.notify.status
+        _require_pay(answer, original)
+        result = post_notify(conn, answer.notify, source="query")
+        order = _order_state(conn, original)
+        kind = _classify(order)
+        released = len(result.released)
+        if kind == "paid" and order["parked"]:
+            kind = "pending"  # posted, yet refunds still wait on it: keep asking until they leave or give-up
+            record["last_error"] = f"{order['parked']} refund(s) still parked on {original} after it posted"
         if kind == "paid":
             record["resolved_at"] = now
             log.info("sweep.found_original", original_order_id=original, outcome=result.outcome.value,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
@@ -29,6 +29,12 @@ KNOWN_FIELDS = frozenset(
         "authNum", "transNum", "channel", "channelId", "channelOrderNo", "sign",
     }
 )
+# The largest amount one order may carry, in cents (IOTLEDGER_MAX_AMOUNT_CENTS): $10,000,000.00.
+# Far above any single card payment, far below where sums of many could leave a bigint.
+DEFAULT_MAX_AMOUNT_CENTS = 1_000_000_000
+STATUS_MAX = 2**31 - 1  # the gateway's status is an int
+# a V3 time this far from now (either way) cannot be a real transaction time
+MAX_TIME_SKEW_DAYS = 3660
 _V3_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 _INT = re.compile(r"^-?\d+$")
 
@@ -99,22 +105,42 @@ def _int(params: dict[str, Any], name: str, *, required: bool) -> int | None:
     raise ValidationError(name, f"must be an integer, got {value!r}")
 
 
-def parse_pay_succ_time(value: Any, gateway_tz: ZoneInfo) -> datetime | None:
-    """`YYYY-MM-DD HH:MM:SS` in the gateway's zone (V3) or epoch milliseconds (v1) -> aware UTC."""
+def _money(params: dict[str, Any], name: str, *, required: bool, max_amount: int) -> int | None:
+    value = _int(params, name, required=required)
+    if value is not None and abs(value) > max_amount:
+        raise ValidationError(name, f"{value} cents is beyond the largest amount accepted ({max_amount} cents, "
+                                    "IOTLEDGER_MAX_AMOUNT_CENTS)")
+    return value
+
+
+def parse_pay_succ_time(value: Any, gateway_tz: ZoneInfo, *, now: datetime | None = None) -> datetime | None:
+    """`YYYY-MM-DD HH:MM:SS` in the gateway's zone (V3) or epoch milliseconds (v1) -> aware UTC.
+
+    Raises ValidationError("paySuccTime", ...) for a malformed value, or one more than
+    MAX_TIME_SKEW_DAYS from now.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit():
         ms = int(value)
         if not 10**11 <= ms < 10**14:
             raise ValidationError("paySuccTime", f"epoch milliseconds out of range: {value!r}")
-        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    if isinstance(value, str) and _V3_TIME.match(value):
+        when = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    elif isinstance(value, str) and _V3_TIME.match(value):
         try:
             local = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
         except ValueError:
             raise ValidationError("paySuccTime", f"not a valid date and time: {value!r}") from None
-        return local.replace(tzinfo=gateway_tz).astimezone(timezone.utc)
-    raise ValidationError("paySuccTime", f"expected 'YYYY-MM-DD HH:MM:SS' or epoch ms, got {value!r}")
+        try:
+            when = local.replace(tzinfo=gateway_tz).astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            raise ValidationError("paySuccTime", f"{value!r} is out of range") from None
+    else:
+        raise ValidationError("paySuccTime", f"expected 'YYYY-MM-DD HH:MM:SS' or epoch ms, got {value!r}")
+    now = now or datetime.now(timezone.utc)
+    if abs(when - now) > timedelta(days=MAX_TIME_SKEW_DAYS):
+        raise ValidationError("paySuccTime", f"{value!r} is more than {MAX_TIME_SKEW_DAYS} days from now")
+    return when
 
 
 def detect_family(params: dict[str, Any]) -> Family:
@@ -123,8 +149,13 @@ def detect_family(params: dict[str, Any]) -> Family:
     return "v1" if all(isinstance(v, str) for v in values) else "v3"
 
 
-def parse_params(params: dict[str, Any], gateway_tz: ZoneInfo, *, raw: bytes = b"", family: Family | None = None) -> Notify:
-    """Validate a decoded notify. Raises ValidationError naming the field."""
+def parse_params(params: dict[str, Any], gateway_tz: ZoneInfo, *, raw: bytes = b"", family: Family | None = None,
+                 max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> Notify:
+    """Validate a decoded notify. Raises ValidationError naming the field.
+
+    A notify that names an originalOrderId is a refund or void and must say so in payType:
+    with payType missing or `pay` it is refused (never booked as income).
+    """
     if not isinstance(params, dict):
         raise ValidationError("body", "must be an object of fields")
     family = family or detect_family(params)
@@ -133,7 +164,8 @@ def parse_params(params: dict[str, Any], gateway_tz: ZoneInfo, *, raw: bytes = b
     if card_num is not None:
         card_num = mask_pan(card_num)
         fields["cardNum"] = card_num
-    pay_type = (_str(params, "payType", required=False) or "pay").lower()
+    stated_type = _str(params, "payType", required=False)
+    pay_type = (stated_type or "pay").lower()
     if pay_type not in PAY_TYPES:
         raise ValidationError("payType", f"must be one of pay, refund, void; got {params.get('payType')!r}")
     currency = _str(params, "currency", required=True)
@@ -144,21 +176,28 @@ def parse_params(params: dict[str, Any], gateway_tz: ZoneInfo, *, raw: bytes = b
     original = _str(params, "originalOrderId", required=False)
     if pay_type in ("refund", "void") and original is None:
         raise ValidationError("originalOrderId", f"missing on a {pay_type}")
+    if pay_type == "pay" and original is not None:
+        # a refund or void names its original; without payType=refund/void we cannot tell which
+        raise ValidationError("payType", f"{'missing' if stated_type is None else repr(stated_type)} on a notify "
+                                         f"that names originalOrderId {original!r}: a refund or void must say "
+                                         "payType=refund or payType=void; not booked")
     status = _int(params, "status", required=True)
     assert status is not None
-    amount = _int(params, "amount", required=True)
+    if not 0 <= status <= STATUS_MAX:
+        raise ValidationError("status", f"out of range: {status}")
+    amount = _money(params, "amount", required=True, max_amount=max_amount)
     assert amount is not None
     return Notify(
         family=family,
         mch_id=_str(params, "mchId", required=True) or "",
         pay_order_id=_str(params, "payOrderId", required=True) or "",
         mch_order_no=_str(params, "mchOrderNo", required=False),
-        original_order_id=original if pay_type != "pay" else None,
+        original_order_id=original,
         pay_type=pay_type,
         amount=amount,
         currency=currency,
         status=status,
-        refundable=_int(params, "refundable", required=False),
+        refundable=_money(params, "refundable", required=False, max_amount=max_amount),
         pay_succ_time=parse_pay_succ_time(params.get("paySuccTime"), gateway_tz),
         channel=_str(params, "channel", required=False) or _str(params, "channelId", required=False),
         card_type=_str(params, "cardType", required=False),
@@ -211,7 +250,8 @@ def decode_body(raw: bytes, content_type: str | None) -> tuple[Family, dict[str,
     raise ValidationError("body", f"neither JSON nor form fields (Content-Type {content_type or 'missing'!r})")
 
 
-def parse_body(raw: bytes, content_type: str | None, gateway_tz: ZoneInfo) -> Notify:
+def parse_body(raw: bytes, content_type: str | None, gateway_tz: ZoneInfo, *,
+               max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> Notify:
     """Decode and validate an HTTP notify body. Raises ValidationError naming the field."""
     family, params = decode_body(raw, content_type)
-    return parse_params(params, gateway_tz, raw=raw, family=family)
+    return parse_params(params, gateway_tz, raw=raw, family=family, max_amount=max_amount)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from worker.errors import PermanentError
+from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS
 from worker.ledger.intake import verify_and_post
 from worker.ledger.outcome import Outcome
 from worker.merchants import Merchants
@@ -45,7 +46,8 @@ class IngestSummary:
                 "details": self.details}
 
 
-def ingest_lines(conn: psycopg.Connection, lines: Iterable[str], merchants: Merchants, gateway_tz: ZoneInfo) -> IngestSummary:
+def ingest_lines(conn: psycopg.Connection, lines: Iterable[str], merchants: Merchants, gateway_tz: ZoneInfo, *,
+                 max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> IngestSummary:
     """Verify and post each non-blank line; a bad line is reported with its number and reason, never fatal.
 
     Raises RetryableError when PostgreSQL goes away (what was posted stays posted; rerun to finish).
@@ -65,7 +67,7 @@ def ingest_lines(conn: psycopg.Connection, lines: Iterable[str], merchants: Merc
             continue
         order_id = params.get("payOrderId") if isinstance(params.get("payOrderId"), str) else None
         try:
-            result = verify_and_post(conn, params, merchants, gateway_tz, source="ingest")
+            result = verify_and_post(conn, params, merchants, gateway_tz, source="ingest", max_amount=max_amount)
         except PermanentError as exc:
             summary.add(line_no, "rejected", order_id, str(exc))
             continue

@@ -17,11 +17,15 @@ class Outcome(str, Enum):
     REJECTED = "rejected"  # refund beyond refundable, wrong currency, amount <= 0: recorded as an exception
     CONFLICT = "conflict"  # same order id, different content: first outcome stands, conflict recorded
     UNKNOWN_STATUS = "unknown_status"  # undocumented status: kept, logged, not final
+    # the gateway moved a final order's status backwards (posted/rejected/failed -> failed/pending):
+    # the ledger does not change by itself; a status_regression exception records it and is alerted
+    STATUS_REGRESSION = "status_regression"
 
     @property
     def is_final(self) -> bool:
         """True when nothing more will happen to this order without new gateway information."""
-        return self in (Outcome.POSTED, Outcome.DUPLICATE, Outcome.FAILED, Outcome.REJECTED, Outcome.CONFLICT)
+        return self in (Outcome.POSTED, Outcome.DUPLICATE, Outcome.FAILED, Outcome.REJECTED, Outcome.CONFLICT,
+                        Outcome.STATUS_REGRESSION)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from worker import logs
-from worker.errors import RetryableError
+from worker.errors import PermanentError, RetryableError
 from worker.iotpay.notify import Notify
 from worker.iotpay.status import Outcome as Status
 from worker.iotpay.status import outcome as status_outcome
@@ -36,6 +36,7 @@ log = logs.get("worker.ledger")
 
 LEGS = {"pay": ("clearing", "sales"), "refund": ("refunds", "clearing"), "void": ("sales", "clearing")}
 CONTENT_FIELDS = ("mch_id", "pay_type", "original_order_id", "amount", "currency")
+SETTLED = ("posted", "rejected")  # states whose content stands: a later different content is a conflict
 
 
 def fingerprint(notify: Notify) -> str:
@@ -57,19 +58,46 @@ class _Txn:
     occurred_at: datetime
 
 
+class LedgerRefusedError(PermanentError):
+    """PostgreSQL refused a post for a reason no retry can fix (an integrity or data error)."""
+
+
+def lock_keys(notify: Notify) -> tuple[str, ...]:
+    """The advisory-lock keys a post of this notify holds, in the order they are taken.
+
+    A pay locks its own id. A refund locks its pay's id (the tree: the pay and all its refunds
+    serialise) and its own id, so that a pay and a refund that share one payOrderId serialise too.
+    Keys are taken in sorted order, so two posts never wait on each other in a cycle.
+    """
+    if notify.is_refund and notify.original_order_id:
+        return tuple(sorted({notify.original_order_id, notify.pay_order_id}))
+    return (notify.pay_order_id,)
+
+
 def post_notify(conn: psycopg.Connection, notify: Notify, *, source: str = "notify") -> PostResult:
     """Post one verified notify (or query result) exactly once, in its own transaction.
 
     Never raises for bad money facts (those become recorded exceptions); raises RetryableError
-    when PostgreSQL is unavailable, so the caller can try again later.
+    when PostgreSQL is unavailable, so the caller can try again later, and LedgerRefusedError
+    (permanent) when PostgreSQL refuses the post as data that no retry can fix.
     """
-    root = notify.original_order_id if notify.is_refund and notify.original_order_id else notify.pay_order_id
-    try:
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(q("lock_order_tree"), {"root": root})
-            result = _post_locked(cur, notify, source)
-    except psycopg.OperationalError as exc:
-        raise RetryableError(f"PostgreSQL unavailable while posting {notify.pay_order_id}: {exc}") from exc
+    keys = lock_keys(notify)
+    for attempt in (1, 2):
+        try:
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(q("lock_order_tree"), {"first": keys[0], "second": keys[-1]})
+                result = _post_locked(cur, notify, source)
+            break
+        except psycopg.errors.UniqueViolation as exc:
+            # another path inserted this order id between our look and our write: look again
+            if attempt == 2:
+                raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: {exc.diag.message_primary}") from exc
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: PostgreSQL refused the post "
+                                     f"({exc.diag.constraint_name or exc.diag.sqlstate}): {exc.diag.message_primary}"
+                                     ) from exc
+        except psycopg.OperationalError as exc:
+            raise RetryableError(f"PostgreSQL unavailable while posting {notify.pay_order_id}: {exc}") from exc
     log.info("ledger.post", pay_order_id=notify.pay_order_id, outcome=result.outcome.value, reason=result.reason,
              released=[r.pay_order_id for r in result.released] or None)
     return result
@@ -92,7 +120,7 @@ def _state_for(status: int) -> str:
     )
 
 
-def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:  # noqa: C901 - the rules, in order
+def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
     fp = fingerprint(n)
     cur.execute(q("order_for_update"), {"pay_order_id": n.pay_order_id})
     existing = cur.fetchone()
@@ -104,20 +132,20 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:  # 
         if not success:
             return _record_non_success(cur, n, params["state"])
     else:
-        if existing["fingerprint"] != fp:
-            return _conflict(cur, n, existing, fp)
         state = existing["state"]
-        if state in ("posted", "rejected"):
-            if state == "posted" and success and source == "query":
+        changed = existing["fingerprint"] != fp
+        if state in SETTLED:  # something was booked or refused on this content: it stands
+            if changed:
+                return _conflict(cur, n, existing, fp)
+            if not success:
+                return _regression(cur, n, existing, source)
+            if state == "posted" and source == "query":
                 _compare_refundable(cur, n)
             return PostResult(Outcome.DUPLICATE, n.pay_order_id, existing["reason"] or f"already {state}")
+        if changed:  # nothing booked yet: the gateway's later word replaces what we recorded
+            _content_changed(cur, n, existing, fp, source)
         if not success:
-            new_state = params["state"]
-            if state == new_state or state == "failed" or state == "parked":
-                return PostResult(Outcome.DUPLICATE, n.pay_order_id, f"already {state}")
-            cur.execute(q("refresh_order"), params)
-            cur.execute(q("set_order_state"), {"pay_order_id": n.pay_order_id, "state": new_state, "reason": None})
-            return _record_non_success(cur, n, new_state)
+            return _not_final_again(cur, n, existing, params, source, changed)
         cur.execute(q("refresh_order"), params)  # pending/unknown/failed/parked -> success: post it now
 
     # without a paySuccTime the entry is dated when the order was first heard of, as reconciliation does
@@ -140,6 +168,57 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:  # 
         _compare_refundable(cur, n, fresh_pay=True)
         released = _release_parked(cur, txn.pay_order_id)
     return PostResult(Outcome.POSTED, txn.pay_order_id, None, released)
+
+
+def _not_final_again(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], params: dict[str, Any], source: str,
+                     changed: bool) -> PostResult:
+    """A non-success status for an order with nothing booked (pending, unknown, failed or parked)."""
+    state, new_state = existing["state"], params["state"]
+    if state == new_state:
+        if not changed:
+            return PostResult(Outcome.DUPLICATE, n.pay_order_id, f"already {state}")
+        cur.execute(q("refresh_order"), params)
+        return _record_non_success(cur, n, new_state)
+    if state == "failed" or state == "parked" and new_state != "failed":
+        # failed is final, and parked holds a success: a later pending is a reordering or a reversal
+        return _regression(cur, n, existing, source)
+    cur.execute(q("refresh_order"), params)
+    if state == "parked":  # a refund the gateway now calls failed is never released
+        reason = (f"the gateway reports status {n.status} (failed) for this refund after a success; "
+                  f"it is not released when its original posts")
+        _regression(cur, n, existing, source)
+        cur.execute(q("set_order_state"), {"pay_order_id": n.pay_order_id, "state": "failed", "reason": reason})
+        return PostResult(Outcome.FAILED, n.pay_order_id, reason)
+    cur.execute(q("set_order_state"), {"pay_order_id": n.pay_order_id, "state": new_state, "reason": None})
+    return _record_non_success(cur, n, new_state)
+
+
+def _regression(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], source: str) -> PostResult:
+    """The gateway moved a final (or success) order backwards: record it for a person; change nothing."""
+    recorded, received = existing["status"], n.status
+    reason = (f"gateway reports status {received} ({status_outcome(received).value}) for an order recorded "
+              f"{existing['state']} with status {recorded}; the ledger is unchanged, a person decides")
+    _exception(cur, n.pay_order_id, "status_regression", reason, {
+        "recorded_status": recorded, "received_status": received, "state": existing["state"], "source": source,
+        "at": datetime.now(timezone.utc).isoformat(), "mch_id": existing["mch_id"], "amount": existing["amount"],
+        "currency": existing["currency"], "pay_type": existing["pay_type"],
+    }, f"status_regression:{n.pay_order_id}:{recorded}:{received}")
+    return PostResult(Outcome.STATUS_REGRESSION, n.pay_order_id, reason)
+
+
+def _content_changed(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], fp: str, source: str) -> None:
+    """Replace the recorded content of an order with nothing booked, keeping the old in an exception."""
+    recorded = {f: existing[f] for f in (*CONTENT_FIELDS, "mch_order_no", "status")}
+    received = {f: getattr(n, f) for f in (*CONTENT_FIELDS, "mch_order_no", "status")}
+    changes = ", ".join(f"{f} {recorded[f]!r} -> {received[f]!r}" for f in CONTENT_FIELDS if recorded[f] != received[f])
+    _exception(cur, n.pay_order_id, "content_changed",
+               f"the gateway changed the content of an order with nothing posted ({existing['state']}): {changes}",
+               {"recorded": recorded, "received": received, "state": existing["state"], "source": source},
+               f"content_changed:{n.pay_order_id}:{existing['fingerprint']}:{fp}")
+    cur.execute(q("replace_order_content"), {
+        "pay_order_id": n.pay_order_id, "mch_id": n.mch_id, "mch_order_no": n.mch_order_no, "pay_type": n.pay_type,
+        "original_order_id": n.original_order_id, "currency": n.currency, "amount": n.amount, "fingerprint": fp,
+    })
 
 
 def _record_non_success(cur: psycopg.Cursor, n: Notify, state: str) -> PostResult:
@@ -240,6 +319,8 @@ def _release_parked(cur: psycopg.Cursor, pay_order_id: str) -> tuple[PostResult,
     for rid in ids:
         cur.execute(q("order_for_update"), {"pay_order_id": rid})
         row = cur.fetchone()
+        if row is None or row["state"] != "parked" or row["original_order_id"] != pay_order_id:
+            continue  # changed since the list was read (posted, failed or re-pointed by another path)
         t = _Txn(row["pay_order_id"], row["mch_id"], row["pay_type"], row["original_order_id"], row["amount"],
                  row["currency"], row["pay_succ_time"] or row["first_seen_at"])
         released.append(_post_refund(cur, t))

@@ -55,12 +55,13 @@ def post_row(conn: psycopg.Connection, row: InboxRow, settings: Settings) -> Pos
     if row.pan_masked:
         if row.verified_at is None:  # the table forbids it; kept as a guard for rows written by hand
             raise ValidationError("sign", "body was masked but never verified")
-        notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family)
+        notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family,
+                              max_amount=settings.max_amount_cents)
         settings.merchants.require(notify.mch_id)
         return posting.post_notify(conn, notify, source="notify")
     try:
         return intake.verify_and_post(conn, params, settings.merchants, settings.gateway_tz, source="notify",
-                                      raw=row.body, family=family)
+                                      raw=row.body, family=family, max_amount=settings.max_amount_cents)
     except SignatureError:
         if row.verified_at is None:
             raise
@@ -68,7 +69,8 @@ def post_row(conn: psycopg.Connection, row: InboxRow, settings: Settings) -> Pos
         # A sign that no longer verifies means the key was rotated out since; post it, say so.
         log.warning("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
                     verified_at=row.verified_at.isoformat())
-        notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family)
+        notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family,
+                              max_amount=settings.max_amount_cents)
         settings.merchants.require(notify.mch_id)
         return posting.post_notify(conn, notify, source="notify")
 

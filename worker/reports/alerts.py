@@ -157,6 +157,12 @@ def alert_give_ups(conn: psycopg.Connection, sink: AlertSink) -> int:
         return raise_rows(cur, sink, "alerts_from_give_ups", {}) + raise_rows(cur, sink, "alerts_from_parked_give_ups", {})
 
 
+def alert_exceptions(conn: psycopg.Connection, sink: AlertSink) -> int:
+    """Alert every ledger exception a person must see at once (status_regression), once each."""
+    with conn.transaction(), conn.cursor() as cur:
+        return raise_rows(cur, sink, "alerts_from_ledger_exceptions", {})
+
+
 def summary_text(day: BusinessDay, facts: dict[str, Any], files: str | None = None) -> str:
     """The daily summary a human reads in the alert channel."""
     parts = [f"IOTPay ledger, business day {day.day} ({day.tz_name}):"]

@@ -2,7 +2,7 @@
 
     sweep     every minute: ask IOTPay about expected orders with no final answer (worker/gateway/sweep.py)
     redrive   every minute: queue again inbox rows not done in time (worker/pipeline/redrive.py)
-    alerts    every minute: alert sweep give-ups once each, deliver pending webhook alerts
+    alerts    every minute: alert sweep give-ups and status regressions once each, deliver pending webhook alerts
     nightly   after each business day closes in the settlement zone (00:15 local by default), and
               at start-up to catch up: reconcile the day, export its settlement files, send the summary
 
@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 
 from worker import logs
 from worker.config import Settings
-from worker.reports.alerts import AlertSink, alert_give_ups, daily_summary
+from worker.reports.alerts import AlertSink, alert_exceptions, alert_give_ups, daily_summary
 from worker.reports.businessday import business_day, last_closed_day
 from worker.reports.export import export_day
 from worker.reports.reconcile import reconcile
@@ -195,9 +195,10 @@ def default_jobs(settings: Settings, database_url: str, redis_url: str, sink: Al
 
     def alerts(now: datetime) -> dict[str, int]:
         with psycopg.connect(database_url) as conn:
-            new = alert_give_ups(conn, sink)
+            give_ups = alert_give_ups(conn, sink)
+            exceptions = alert_exceptions(conn, sink)
             sent, failed = sink.deliver_pending(conn)
-        return {"give_ups": new, "sent": sent, "not_sent": failed}
+        return {"give_ups": give_ups, "exceptions": exceptions, "sent": sent, "not_sent": failed}
 
     return {"sweep": sweep, "redrive": redrive, "alerts": alerts}
 

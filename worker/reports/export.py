@@ -165,20 +165,24 @@ def _summary(acc: dict[tuple[str, str], list[int]], day: date) -> pd.DataFrame:
             if count or section == "business_day":
                 rows.append([str(day), currency, section, count, gross, refunds, gross - refunds])
         rows.append([str(day), currency, "total", *total, total[1] - total[2]])
-    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:7])
+    # totals stay Python integers (object columns): a sum never wraps as an int64 would
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:7], dtype=object)
     for name in ("gross", "refunds", "net"):
-        cents = df[f"{name}_cents"].astype("int64")
-        df[name] = (cents.lt(0).map({True: "(", False: ""})
-                    + money_strings(cents.abs()) + cents.lt(0).map({True: ")", False: ""}))
-    for col in ("count", "gross_cents", "refunds_cents", "net_cents"):
-        df[col] = df[col].astype("int64")
+        df[name] = df[f"{name}_cents"].map(_accounting)
     return df[SUMMARY_COLUMNS]
+
+
+def _accounting(cents: int) -> str:
+    """Integer cents as an accounting amount: 1234 -> '12.34', -1234 -> '(12.34)'."""
+    whole, frac = divmod(abs(int(cents)), 100)
+    return f"({whole}.{frac:02d})" if cents < 0 else f"{whole}.{frac:02d}"
 
 
 def _accumulate(acc: dict[tuple[str, str], list[int]], df: pd.DataFrame) -> None:
     section = df["record"].map({"transaction": "business_day", "prior_day_adjustment": "prior_day_adjustments"})
-    inflow = df["amount_cents"].where(df["direction"] == "in", 0)
-    outflow = df["amount_cents"].where(df["direction"] == "out", 0)
+    cents = df["amount_cents"].astype(object)  # Python integers: sums never wrap
+    inflow = cents.where(df["direction"] == "in", 0)
+    outflow = cents.where(df["direction"] == "out", 0)
     g = pd.DataFrame({"currency": df["currency"], "section": section, "n": 1, "in": inflow, "out": outflow})
     for (currency, sec), row in g.groupby(["currency", "section"], sort=True)[["n", "in", "out"]].sum().iterrows():
         slot = acc.setdefault((currency, sec), [0, 0, 0])

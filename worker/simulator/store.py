@@ -229,6 +229,8 @@ class OrderStore:
             )
             self._orders[refund.pay_order_id] = refund
             self._refund_nos[(mch_id, mch_refund_no)] = refund.pay_order_id
+            # a refund's mchOrderNo is its mchRefundNo, and a lookup by mchOrderNo may find it
+            self._by_mch_no.setdefault((mch_id, mch_refund_no), refund.pay_order_id)
             snapshot = replace(refund)
         self._final(snapshot)
         return snapshot
