@@ -24,5 +24,20 @@ INSERT INTO mismatch_classes (class, description) VALUES
 
 -- reconcile finds failed and dead inbox rows by state and time
 CREATE INDEX inbox_failed_idx ON inbox (updated_at) WHERE state IN ('failed', 'dead');
--- the minute alert job raises every status_regression at once
-CREATE INDEX ledger_exceptions_regression_idx ON ledger_exceptions (id) WHERE kind = 'status_regression';
+-- the minute alert job raises the recent status_regressions of posted and rejected orders at once
+CREATE INDEX ledger_exceptions_regression_idx ON ledger_exceptions (created_at) WHERE kind = 'status_regression';
+
+-- What a stored notify body says, for reports on rows the worker could not post: its amount and
+-- currency from V3 JSON or v1 form fields; NULL where the body does not say (never an error).
+CREATE FUNCTION inbox_fact(body bytea, field text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    text_body text;
+BEGIN
+    text_body := convert_from(body, 'UTF8');
+    IF left(ltrim(text_body), 1) = '{' THEN
+        RETURN (text_body::jsonb) ->> field;
+    END IF;
+    RETURN substring(text_body FROM '(?:^|&)' || field || '=([^&]*)');
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from tests.test_reconcile_seed import TORONTO, at, expect, post
 from worker.reports.alerts import AlertSink, alert_give_ups, daily_summary, money, raise_alert
+from worker.reports.export import export_day, summary_rows
 from worker.reports.businessday import business_day
 from worker.reports.reconcile import reconcile
 
@@ -76,7 +77,7 @@ def test_without_a_webhook_alerts_only_go_to_the_log(conn: psycopg.Connection) -
     assert sink.deliver_pending(conn) == (0, 0)
 
 
-def test_daily_summary_once_per_day_in_plain_words(conn: psycopg.Connection) -> None:
+def test_daily_summary_once_per_day_in_plain_words(conn: psycopg.Connection, tmp_path) -> None:
     post(conn, "PC-1", 10000, at("2026-11-21 09:00:00"))
     post(conn, "RP-1", 2550, at("2026-11-21 10:00:00"), pay_type="refund", original="PC-1")
     post(conn, "P-2", 700, at("2026-11-21 11:00:00"), currency="USD")
@@ -87,14 +88,18 @@ def test_daily_summary_once_per_day_in_plain_words(conn: psycopg.Connection) -> 
     sink = hook.sink()
     day = business_day(date(2026, 11, 21), TORONTO)
     reconcile(conn, day.day, TORONTO, sink)
-    assert daily_summary(conn, sink, day, files="reports/2026-11-21")
-    assert not daily_summary(conn, sink, day, files="reports/2026-11-21")
+    export_day(conn, day.day, TORONTO, tmp_path, now=day.end)
+    with conn.cursor() as cur:
+        totals = summary_rows(cur, day.day)
+    conn.commit()
+    assert daily_summary(conn, sink, day, totals, files="reports/2026-11-21")
+    assert not daily_summary(conn, sink, day, totals, files="reports/2026-11-21")
     sink.deliver_pending(conn)
     summary = [b for b in hook.bodies if b["kind"] == "daily_summary"]
     assert len(summary) == 1
     text = summary[0]["text"]
     assert text.startswith("IOTPay ledger, business day 2026-11-21 (America/Toronto):")
-    assert "CAD 2 transaction(s), gross 100.00, refunds 25.50, net 74.50." in text
-    assert "USD 1 transaction(s), gross 7.00, refunds 0.00, net 7.00." in text
+    assert "merchant 10000701 CAD: 2 transaction(s), gross 100.00, refunds 25.50, net 74.50." in text
+    assert "merchant 10000701 USD: 1 transaction(s), gross 7.00, refunds 0.00, net 7.00." in text
     assert "Reconciliation: 1 mismatch(es) (stuck_pending 1)." in text
     assert text.endswith("Settlement files: reports/2026-11-21")

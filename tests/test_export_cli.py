@@ -28,15 +28,22 @@ def test_export_command(db_url: str, redis_url: str, conn: psycopg.Connection, t
     assert first.returncode == 0, first.stderr
     folder = tmp_path / "reports" / "2026-11-20"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "manifest-2026-11-20.json", "settlement-2026-11-20.csv", "summary-2026-11-20.csv"]
+        "manifest-2026-11-20.json", "settlement-2026-11-20.csv", "settlement-2026-11-20.xlsx", "summary-2026-11-20.csv"]
     assert first.stdout.startswith("final settlement files for 2026-11-20 (America/Toronto, version 1)")
     assert "CAD: gross 123.45, refunds 3.45, net 120.00" in first.stdout
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     again = run(["export", "--date", "2026-11-20", "--out", "reports"], db_url, redis_url, tmp_path)
     assert again.returncode == 0 and again.stdout.startswith("unchanged settlement files")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    same = run(["export", "--date", "2026-11-20", "--restate"], db_url, redis_url, tmp_path)
+    assert same.returncode == 0 and same.stdout.startswith("nothing to restate for 2026-11-20")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    with conn.transaction():  # the gateway's word on the order changed: a restatement has something to say
+        conn.execute("UPDATE orders SET channel = 'UPI_EX' WHERE pay_order_id = 'PC-1'")
     restated = run(["export", "--date", "2026-11-20", "--restate"], db_url, redis_url, tmp_path)
     assert restated.returncode == 0 and "restated settlement files for 2026-11-20 (America/Toronto, version 2)" \
         in restated.stdout
+    assert "supersedes version 1: 0 row(s) added, 0 removed, 1 changed" in restated.stdout
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in before} == before  # version 1 stays
     bad = run(["export", "--date", "2026-13-01"], db_url, redis_url, tmp_path)
     assert bad.returncode == 2 and "--date" in bad.stderr

@@ -55,3 +55,10 @@ def test_a_short_demo_runs_end_to_end(db_url: str, redis_url: str, tmp_path: Pat
     assert signed == net
     assert lost_source == "query"  # recovered by the sweep
     assert inbox_refused == 0  # the forged notify never reached the inbox
+    # the audit finance runs passes on the demo's series, and names a deleted file
+    verify = [str(Path(sys.executable).parent / "iotledger"), "files", "verify", "--out", str(out)]
+    ok = subprocess.run(verify, env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("ok"), ok.stdout + ok.stderr
+    (folder / f"summary-{day}.csv").unlink()
+    bad = subprocess.run(verify, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and f"summary-{day}.csv is missing" in bad.stdout

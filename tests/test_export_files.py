@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_reconcile_seed import TORONTO, at, post
 from worker.ledger.outcome import Outcome
-from worker.reports.export import ExportError, export_day, read_rows
+from worker.reports.export import NUMBER_COLUMNS, ExportError, export_day, read_rows
 from worker.sqlfiles import q
 
 UTC = timezone.utc
@@ -58,11 +58,17 @@ def export(conn, day, out, **kw):
 
 def test_golden_files_of_a_25_hour_day(conn: psycopg.Connection, tmp_path: Path) -> None:
     seed_fall_back_day(conn)
+    export(conn, FALL_BACK - timedelta(days=1), tmp_path)  # the day before is closed first, as the clock does
     r = export(conn, FALL_BACK, tmp_path)
     assert r.status == "final" and r.day.hours == 25
     for key, name in (("settlement", "settlement-2026-11-01.csv"), ("summary", "summary-2026-11-01.csv"),
                       ("manifest", "manifest-2026-11-01.json")):
         got = r.files[key].read_bytes()
+        if key == "manifest":  # the workbook's bytes are XlsxWriter's: its hash is checked by the manifest itself
+            m = json.loads(got)
+            m["files"]["settlement-2026-11-01.xlsx"].update(sha256="(xlsx)", bytes=0)
+            m["previous_manifest"]["sha256"] = "(previous)"
+            got = json.dumps(m, indent=2, sort_keys=True).encode() + b"\n"
         if os.environ.get("UPDATE_GOLDEN"):
             (GOLDEN / name).write_bytes(got)
         assert got == (GOLDEN / name).read_bytes(), f"{name} differs from tests/golden/{name}"
@@ -84,6 +90,7 @@ def test_23_hour_day_keeps_its_boundaries(conn: psycopg.Connection, tmp_path: Pa
     p(conn, "PC-D", 400, datetime(2026, 3, 8, 7, 0, 0, tzinfo=UTC))  # 03:00:00 EDT
     p(conn, "PC-E", 500, at("2026-03-08 23:59:59"))
     p(conn, "PC-F", 600, at("2026-03-09 00:00:00"))
+    export(conn, SPRING_FORWARD - timedelta(days=1), tmp_path)
     r = export(conn, SPRING_FORWARD, tmp_path)
     assert r.day.hours == 23
     rows = list(read_rows(r.files["settlement"]))
@@ -99,8 +106,8 @@ def test_two_exports_are_byte_identical(conn: psycopg.Connection, tmp_path: Path
     a = export(conn, FALL_BACK, tmp_path / "a")
     again = export(conn, FALL_BACK, tmp_path / "a")  # files there and intact: given back untouched
     b = export(conn, FALL_BACK, tmp_path / "b")  # another folder: regenerated from the ledger
-    assert (a.status, again.status, b.status) == ("final", "unchanged", "unchanged")
-    for key in ("settlement", "summary", "manifest"):
+    assert (a.status, again.status, b.status) == ("final", "unchanged", "restored")
+    for key in ("settlement", "workbook", "summary", "manifest"):
         assert a.files[key].read_bytes() == b.files[key].read_bytes()
     # provisional exports of an open day are reproducible too, and record nothing
     p(conn, "PC-OPEN", 500, at("2026-11-05 10:00:00"))
@@ -115,6 +122,7 @@ def test_two_exports_are_byte_identical(conn: psycopg.Connection, tmp_path: Path
 
 def test_csv_sums_equal_the_ledger(conn: psycopg.Connection, tmp_path: Path) -> None:
     seed_fall_back_day(conn)
+    export(conn, FALL_BACK - timedelta(days=1), tmp_path)
     r = export(conn, FALL_BACK, tmp_path)
     df = pd.read_csv(r.files["settlement"], dtype=str, keep_default_na=False)
     df["amount_cents"] = df["amount_cents"].astype("int64")
@@ -143,8 +151,12 @@ def test_no_cell_can_start_a_formula_and_ids_stay_text(conn: psycopg.Connection,
     r = export(conn, FALL_BACK, tmp_path)
     raw = r.files["settlement"].read_text(encoding="utf-8")
     with open(r.files["settlement"], newline="", encoding="utf-8") as fh:
-        cells = [cell for row in csv.reader(fh) for cell in row]
-    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+        text_cells = [v for row in csv.DictReader(fh) for k, v in row.items() if k not in NUMBER_COLUMNS]
+    assert text_cells and not [c for c in text_cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    # numbers are numbers: the signed amounts of money out are negative and never prefixed
+    signed = {x["pay_order_id"]: (x["signed_amount_cents"], x["signed_amount"]) for x in read_rows(r.files["settlement"])}
+    assert signed["RP-PARTIAL"] == ("-750", "-7.50") and signed["PC-MIDNIGHT"] == ("1000", "10.00")
+    assert '"-7.50"' in raw and ",-750," in raw
     rows = {x["pay_order_id"]: x for x in read_rows(r.files["settlement"])}
     assert rows["RP-PARTIAL"]["mch_order_no"] == "'=HYPERLINK(\"http://evil\",\"click\")"
     assert rows["RP-PARTIAL2"]["mch_order_no"] == "'+1-555"
@@ -182,7 +194,7 @@ def test_late_events_become_prior_day_adjustments(conn: psycopg.Connection, tmp_
     for f in first.files.values():
         f.unlink()
     again = export(conn, d1, tmp_path)
-    assert again.status == "unchanged"
+    assert again.status == "restored"
     assert {k: v.read_bytes() for k, v in again.files.items()} == original
     # another late one, then a restatement folds it into 2026-11-20 (version 2) and not into 2026-11-22
     p(conn, "PC-LATER", 300, at("2026-11-20 12:00:00"))
@@ -207,7 +219,8 @@ def test_a_changed_closed_day_is_refused_and_nothing_is_half_written(conn: psyco
     with pytest.raises(ExportError, match="--restate"):
         export(conn, date(2026, 11, 20), tmp_path)
     assert first.files["settlement"].read_bytes() == keep
-    assert sorted(os.listdir(first.folder)) == ["settlement-2026-11-20.csv", "summary-2026-11-20.csv"]
+    assert sorted(os.listdir(first.folder)) == ["settlement-2026-11-20.csv", "settlement-2026-11-20.xlsx",
+                                                "summary-2026-11-20.csv"]
     restated = export(conn, date(2026, 11, 20), tmp_path, restate=True)
     assert [x["channel"] for x in read_rows(restated.files["settlement"])] == ["UPI_EX"]
     assert json.loads(restated.files["manifest"].read_text())["version"] == 2

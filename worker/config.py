@@ -37,6 +37,7 @@ DEFAULT_QUERY_RATE_PER_SECOND = 20.0
 DEFAULT_REFUSALS_PER_MINUTE = 60
 DEFAULT_QUEUE_NAME = "iotpay"
 DEFAULT_MAX_AMOUNT_CENTS = notify.DEFAULT_MAX_AMOUNT_CENTS
+DEFAULT_ALERTS_PER_CLASS = 20
 MAX_AMOUNT_LIMIT = 10**15  # a million orders at this size still sum far inside a bigint
 
 
@@ -117,6 +118,7 @@ class Settings:
     alert_webhook_url: str | None = None
     queue_name: str = DEFAULT_QUEUE_NAME
     max_amount_cents: int = DEFAULT_MAX_AMOUNT_CENTS
+    alerts_per_class: int = DEFAULT_ALERTS_PER_CLASS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -145,6 +147,7 @@ class Settings:
             alert_webhook_url=_url(env, "IOTLEDGER_ALERT_WEBHOOK_URL", None, ("https", "http")),
             queue_name=env.get("IOTLEDGER_QUEUE") or DEFAULT_QUEUE_NAME,
             max_amount_cents=_max_amount(env),
+            alerts_per_class=_int(env, "IOTLEDGER_ALERTS_PER_CLASS", DEFAULT_ALERTS_PER_CLASS, 1),
         )
 
 

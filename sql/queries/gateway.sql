@@ -39,12 +39,21 @@ WHERE e.resolved_at IS NULL AND e.pay_order_id IS NOT NULL AND o.pay_order_id = 
 RETURNING e.mch_id, e.mch_order_no, e.gave_up_at;
 
 -- name: sweep_settle_by_mch_order_no
+-- One gateway pay per merchant order number decides: posted before rejected before anything not
+-- final before failed (so an order is never settled failed while another pay of its number posted).
 UPDATE expected_orders e
 SET resolved_at = %(now)s, next_query_at = NULL, last_status = o.status, pay_order_id = o.pay_order_id,
     resolution = CASE o.state WHEN 'posted' THEN 'paid' ELSE o.state END
-FROM orders o
+FROM (SELECT DISTINCT ON (o.mch_id, o.mch_order_no) o.mch_id, o.mch_order_no, o.pay_order_id, o.status, o.state
+      FROM orders o
+      JOIN expected_orders w ON w.mch_id = o.mch_id AND w.mch_order_no = o.mch_order_no
+                            AND w.resolved_at IS NULL AND w.pay_order_id IS NULL
+      WHERE o.pay_type = 'pay'
+      ORDER BY o.mch_id, o.mch_order_no,
+               CASE o.state WHEN 'posted' THEN 0 WHEN 'rejected' THEN 1 WHEN 'failed' THEN 3 ELSE 2 END,
+               o.first_seen_at, o.pay_order_id) o
 WHERE e.resolved_at IS NULL AND e.pay_order_id IS NULL AND o.mch_id = e.mch_id AND o.mch_order_no = e.mch_order_no
-  AND o.pay_type = 'pay' AND o.state IN ('posted', 'failed', 'rejected')
+  AND o.state IN ('posted', 'failed', 'rejected')
   -- a failed order with a notify still unprocessed or failed in the inbox is not settled: keep asking
   AND (o.state <> 'failed' OR NOT EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = o.pay_order_id AND i.state <> 'done'))
 RETURNING e.mch_id, e.mch_order_no, e.gave_up_at;
@@ -120,3 +129,13 @@ INSERT INTO sweep_runs (swept_at, concurrency) VALUES (%(now)s, %(concurrency)s)
 
 -- name: sweep_run_finish
 UPDATE sweep_runs SET finished_at = clock_timestamp(), counts = %(counts)s WHERE id = %(id)s;
+
+-- name: expect_refund_insert
+INSERT INTO expected_refunds (mch_id, mch_refund_no, original_order_id, amount, currency, requested_at)
+VALUES (%(mch_id)s, %(mch_refund_no)s, %(original_order_id)s, %(amount)s, %(currency)s, %(requested_at)s)
+ON CONFLICT (mch_id, mch_refund_no) DO NOTHING
+RETURNING mch_id;
+
+-- name: expect_refund_get
+SELECT mch_id, mch_refund_no, original_order_id, amount, currency::text AS currency, requested_at
+FROM expected_refunds WHERE mch_id = %(mch_id)s AND mch_refund_no = %(mch_refund_no)s;

@@ -38,6 +38,12 @@ UPDATE orders SET mch_id = %(mch_id)s, mch_order_no = %(mch_order_no)s, pay_type
        fingerprint = %(fingerprint)s, updated_at = now()
 WHERE pay_order_id = %(pay_order_id)s
 
+-- name: order_was_success
+-- A failed order the gateway once called a success (its move to failed was recorded as a regression).
+SELECT 1 FROM ledger_exceptions
+WHERE pay_order_id = %(pay_order_id)s AND kind = 'status_regression' AND (details ->> 'recorded_status')::int IN (2, 3)
+LIMIT 1
+
 -- name: set_order_state
 UPDATE orders SET state = %(state)s, reason = %(reason)s, updated_at = now(),
        posted_at = CASE WHEN %(state)s = 'posted' THEN now() ELSE posted_at END
@@ -141,9 +147,10 @@ SELECT o.pay_order_id FROM orders o
 WHERE o.state = 'posted' AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e.pay_order_id = o.pay_order_id)
 LIMIT 100
 
--- name: totals_by_currency
--- Paid and refunded per currency, net of reversals (a reversal counts against the kind it reverses).
-SELECT e.currency,
+-- name: totals_by_merchant
+-- Paid and refunded per merchant and currency, net of reversals (a reversal counts against the kind
+-- it reverses), over the entries dated in [start, end) (NULL: unbounded).
+SELECT e.mch_id, e.currency::text AS currency,
        coalesce(sum(e.amount) FILTER (WHERE e.kind = 'pay'), 0)
          - coalesce(sum(e.amount) FILTER (WHERE r.kind = 'pay'), 0) AS paid,
        coalesce(sum(e.amount) FILTER (WHERE e.kind IN ('refund', 'void')), 0)
@@ -151,7 +158,9 @@ SELECT e.currency,
        count(*) FILTER (WHERE e.kind = 'pay') - count(*) FILTER (WHERE r.kind = 'pay') AS pays,
        count(*) FILTER (WHERE e.kind IN ('refund', 'void')) - count(*) FILTER (WHERE r.kind IN ('refund', 'void')) AS refunds
 FROM journal_entries e LEFT JOIN journal_entries r ON r.id = e.reverses_entry_id
-GROUP BY e.currency ORDER BY e.currency
+WHERE e.occurred_at >= coalesce(%(start)s::timestamptz, '-infinity')
+  AND e.occurred_at < coalesce(%(end)s::timestamptz, 'infinity')
+GROUP BY e.mch_id, e.currency ORDER BY e.mch_id, e.currency
 
 -- name: clearing_by_currency
 SELECT a.currency, coalesce(sum(p.amount), 0) AS clearing

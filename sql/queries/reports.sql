@@ -54,8 +54,10 @@ found AS (
     UNION ALL
     -- a notify we acknowledged that failed or died in processing, its order not posted: every such
     -- row is listed with its reason (received that day, or failed that day)
-    SELECT 'notify_not_posted', 'inbox/' || i.id, i.mch_id, i.pay_order_id, o.mch_order_no, o.currency::text,
-           NULL, o.amount, NULL,
+    SELECT 'notify_not_posted', 'inbox/' || i.id, i.mch_id, i.pay_order_id, o.mch_order_no,
+           coalesce(o.currency::text, inbox_fact(i.body, 'currency')),
+           NULL, coalesce(o.amount, CASE WHEN inbox_fact(i.body, 'amount') ~ '^[0-9]{1,15}$'
+                                         THEN inbox_fact(i.body, 'amount')::bigint END), NULL,
            jsonb_build_object('inbox_id', i.id, 'inbox_state', i.state, 'reason', i.reason,
                               'received_at', i.received_at, 'order_state', o.state)
     FROM inbox i
@@ -77,11 +79,11 @@ found AS (
     FROM day_orders o
     WHERE o.state IN ('pending', 'unknown')
     UNION ALL
-    SELECT 'duplicate_merchant_order', g.mch_id || '/' || g.mch_order_no, g.mch_id, NULL, g.mch_order_no, NULL,
+    SELECT 'duplicate_merchant_order', g.mch_id || '/' || g.mch_order_no, g.mch_id, NULL, g.mch_order_no, g.currency,
            NULL, g.total, NULL,
            jsonb_build_object('pay_order_ids', g.ids, 'states', g.states)
     FROM (
-        SELECT o.mch_id, o.mch_order_no, sum(o.amount) AS total,
+        SELECT o.mch_id, o.mch_order_no, sum(o.amount) AS total, min(o.currency::text) AS currency,
                jsonb_agg(o.pay_order_id ORDER BY o.pay_order_id) AS ids,
                jsonb_agg(o.state ORDER BY o.pay_order_id) AS states
         FROM orders o
@@ -174,8 +176,31 @@ found AS (
     FROM journal_entries je
     JOIN orders o ON o.pay_order_id = je.pay_order_id
     WHERE je.kind = 'pay' AND je.occurred_at >= %(start)s AND je.occurred_at < %(end)s
+      -- opt-in: only a merchant who records expected orders is compared against them
+      AND EXISTS (SELECT 1 FROM expected_orders e WHERE e.mch_id = je.mch_id)
       AND NOT EXISTS (SELECT 1 FROM expected_orders e WHERE e.pay_order_id = je.pay_order_id)
       AND NOT EXISTS (SELECT 1 FROM expected_orders e WHERE e.mch_id = je.mch_id AND e.mch_order_no = o.mch_order_no)
+    UNION ALL
+    -- the insider-refund control, for a merchant who records the refunds it requests: a gateway
+    -- refund or void whose mchOrderNo (its mchRefundNo) nobody requested
+    SELECT 'refund_not_requested', je.pay_order_id, je.mch_id, je.pay_order_id, o.mch_order_no, je.currency::text,
+           NULL, o.amount, je.amount,
+           jsonb_build_object('original_order_id', je.original_order_id, 'kind', je.kind,
+                              'occurred_at', je.occurred_at)
+    FROM journal_entries je
+    JOIN orders o ON o.pay_order_id = je.pay_order_id
+    WHERE je.kind IN ('refund', 'void') AND je.occurred_at >= %(start)s AND je.occurred_at < %(end)s
+      AND EXISTS (SELECT 1 FROM expected_refunds r WHERE r.mch_id = je.mch_id)
+      AND NOT EXISTS (SELECT 1 FROM expected_refunds r WHERE r.mch_id = je.mch_id AND r.mch_refund_no = o.mch_order_no)
+    UNION ALL
+    -- a refund the merchant requested that day that the gateway never reported done
+    SELECT 'requested_refund_missing', r.mch_id || '/' || r.mch_refund_no, r.mch_id, NULL, r.mch_refund_no,
+           r.currency::text, r.amount, NULL, NULL,
+           jsonb_build_object('original_order_id', r.original_order_id, 'requested_at', r.requested_at)
+    FROM expected_refunds r
+    WHERE r.requested_at >= %(start)s AND r.requested_at < %(end)s
+      AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.mch_id = r.mch_id AND o.mch_order_no = r.mch_refund_no
+                                              AND o.pay_type <> 'pay' AND o.state = 'posted')
 )
 INSERT INTO reconcile_mismatches (run_id, class, subject, mch_id, pay_order_id, mch_order_no, currency,
                                   expected_amount, gateway_amount, ledger_amount, details)
@@ -200,6 +225,41 @@ FROM c, f
 WHERE r.id = %(run_id)s
 RETURNING r.id, r.mismatch_count, r.counts, r.fingerprint;
 
+-- name: reconcile_skipped
+-- Classes not compared for a merchant, and why: expected orders and expected refunds are opt-in.
+SELECT DISTINCT 'unknown_to_merchant' AS class, je.mch_id,
+       'merchant has never recorded an expected order (iotledger expect / the expect_order actor)' AS reason
+FROM journal_entries je
+WHERE je.kind = 'pay' AND je.occurred_at >= %(start)s AND je.occurred_at < %(end)s
+  AND NOT EXISTS (SELECT 1 FROM expected_orders e WHERE e.mch_id = je.mch_id)
+UNION ALL
+SELECT DISTINCT 'refund_not_requested', je.mch_id,
+       'merchant has never recorded a requested refund (iotledger expect-refund / the expect_refund actor)'
+FROM journal_entries je
+WHERE je.kind IN ('refund', 'void') AND je.occurred_at >= %(start)s AND je.occurred_at < %(end)s
+  AND NOT EXISTS (SELECT 1 FROM expected_refunds r WHERE r.mch_id = je.mch_id)
+ORDER BY 1, 2;
+
+-- name: reconcile_day_facts
+-- The day's totals per merchant and currency (entries dated that day) and how many expected
+-- orders matched a posted pay of the same amount and currency.
+SELECT
+    (SELECT coalesce(jsonb_agg(t ORDER BY t.mch_id, t.currency), '[]') FROM (
+        SELECT je.mch_id, je.currency::text AS currency, count(*) AS entries,
+               coalesce(sum(je.amount) FILTER (WHERE je.kind = 'pay'), 0) AS paid_cents,
+               coalesce(sum(je.amount) FILTER (WHERE je.kind IN ('refund', 'void')), 0) AS refunded_cents
+        FROM journal_entries je
+        WHERE je.occurred_at >= %(start)s AND je.occurred_at < %(end)s AND je.kind <> 'reversal'
+        GROUP BY 1, 2) t) AS totals,
+    (SELECT count(*) FROM expected_orders e
+     WHERE e.created_at >= %(start)s AND e.created_at < %(end)s
+       AND EXISTS (SELECT 1 FROM orders o
+                   WHERE o.pay_type = 'pay' AND o.state = 'posted' AND o.mch_id = e.mch_id
+                     AND o.amount = e.amount AND o.currency = e.currency
+                     AND (o.pay_order_id = e.pay_order_id OR e.pay_order_id IS NULL AND o.mch_order_no = e.mch_order_no))
+    ) AS matched,
+    (SELECT count(*) FROM expected_orders e WHERE e.created_at >= %(start)s AND e.created_at < %(end)s) AS expected;
+
 -- name: reconcile_mismatches_of_run
 SELECT m.class, m.subject, m.mch_id, m.pay_order_id, m.mch_order_no, m.currency,
        m.expected_amount, m.gateway_amount, m.ledger_amount, m.details, c.description
@@ -218,27 +278,69 @@ LIMIT 1;
 -- ---------------------------------------------------------------- alerts
 
 -- name: alerts_from_run
--- One alert per mismatch ever: the dedup key is the class and subject, so re-runs, a second
--- clock and restarts raise nothing new for a mismatch already alerted.
-INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
-SELECT 'mismatch:' || m.class || ':' || m.subject, 'mismatch',
-       format('[%%s] %%s %%s (merchant %%s, %%s): %%s', r.business_date, m.class, m.subject,
-              coalesce(m.mch_id, '?'),
-              coalesce(m.currency || ' ' || (coalesce(m.gateway_amount, m.ledger_amount, m.expected_amount)::numeric
-                                               / 100)::numeric(30, 2), 'amount unknown'),
-              c.description),
-       jsonb_build_object('business_date', r.business_date, 'class', m.class, 'subject', m.subject,
-                          'mch_id', m.mch_id, 'pay_order_id', m.pay_order_id, 'mch_order_no', m.mch_order_no,
-                          'currency', m.currency, 'expected_amount', m.expected_amount,
-                          'gateway_amount', m.gateway_amount, 'ledger_amount', m.ledger_amount) || m.details,
-       %(webhook_state)s
-FROM reconcile_mismatches m
-JOIN reconcile_runs r ON r.id = m.run_id
-JOIN mismatch_classes c ON c.class = m.class
-WHERE m.run_id = %(run_id)s
-ORDER BY m.class, m.subject
-ON CONFLICT (dedup_key) DO NOTHING
-RETURNING id, dedup_key, kind, text, details;
+-- One alert per mismatch and per set of facts: the dedup key is the class, the subject and a hash
+-- of the amounts and details (the order ids involved), so a re-run on the same data raises nothing
+-- new, while a third charge on one merchant order or a second conflicting notify is a new alert.
+-- Past %(per_class)s new alerts of one class in one run, the rest are recorded without a webhook
+-- post and one summary alert per class says how many and how to list them. A status_regression
+-- already alerted at once by the minute job is not alerted again.
+WITH fresh AS (
+    SELECT m.*, r.business_date, c.description,
+           'mismatch:' || m.class || ':' || m.subject || ':'
+             || left(md5(concat_ws('|', m.currency, m.expected_amount, m.gateway_amount, m.ledger_amount,
+                                   m.details::text)), 12) AS key
+    FROM reconcile_mismatches m
+    JOIN reconcile_runs r ON r.id = m.run_id
+    JOIN mismatch_classes c ON c.class = m.class
+    WHERE m.run_id = %(run_id)s
+      AND NOT (m.class = 'status_regression'
+               AND EXISTS (SELECT 1 FROM alerts a WHERE a.kind = 'status_regression'
+                             AND a.details ->> 'pay_order_id' = m.pay_order_id
+                             AND a.details ->> 'received_status' = m.details ->> 'received_status'))
+),
+new AS (
+    SELECT f.*, row_number() OVER (PARTITION BY f.class ORDER BY f.subject) AS rn
+    FROM fresh f WHERE NOT EXISTS (SELECT 1 FROM alerts a WHERE a.dedup_key = f.key)
+),
+one_by_one AS (
+    INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
+    SELECT n.key, CASE WHEN n.rn <= %(per_class)s THEN 'mismatch' ELSE 'mismatch_bulk' END,
+           format('[%%s] %%s %%s (merchant %%s, %%s): %%s%%s', n.business_date, n.class, n.subject,
+                  coalesce(n.mch_id, '?'),
+                  coalesce(n.currency || ' ' || (coalesce(n.gateway_amount, n.ledger_amount, n.expected_amount)::numeric
+                                                   / 100)::numeric(30, 2), 'amount unknown'),
+                  n.description, coalesce(' (' || (n.details ->> 'reason') || ')', '')),
+           jsonb_build_object('business_date', n.business_date, 'class', n.class, 'subject', n.subject,
+                              'mch_id', n.mch_id, 'pay_order_id', n.pay_order_id, 'mch_order_no', n.mch_order_no,
+                              'currency', n.currency, 'expected_amount', n.expected_amount,
+                              'gateway_amount', n.gateway_amount, 'ledger_amount', n.ledger_amount) || n.details,
+           CASE WHEN n.rn <= %(per_class)s THEN %(webhook_state)s ELSE 'none' END
+    FROM new n
+    ORDER BY n.class, n.subject
+    ON CONFLICT (dedup_key) DO NOTHING
+    RETURNING id, dedup_key, kind, text, details
+),
+many AS (
+    INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
+    SELECT 'mismatch_many:' || n.business_date || ':' || n.class || ':' || left(md5(string_agg(n.key, ',' ORDER BY n.key)), 12),
+           'mismatch_summary',
+           format('[%%s] %%s more %%s mismatch(es) beyond the first %%s of this run were recorded without one alert '
+                  'each (merchants %%s); list them: iotledger reconcile --date %%s --json',
+                  n.business_date, count(*), n.class, %(per_class)s,
+                  string_agg(DISTINCT coalesce(n.mch_id, '?'), ', '), n.business_date),
+           jsonb_build_object('business_date', n.business_date, 'class', n.class, 'count', count(*),
+                              'subjects', jsonb_agg(n.subject ORDER BY n.subject)),
+           %(webhook_state)s
+    FROM new n
+    WHERE n.rn > %(per_class)s
+    GROUP BY n.business_date, n.class
+    ON CONFLICT (dedup_key) DO NOTHING
+    RETURNING id, dedup_key, kind, text, details
+)
+SELECT * FROM one_by_one WHERE kind = 'mismatch'
+UNION ALL
+SELECT * FROM many
+ORDER BY id;
 
 -- name: alerts_from_give_ups
 -- Expected orders the sweep gave up on (still not final at the end of its schedule).
@@ -271,8 +373,10 @@ ON CONFLICT (dedup_key) DO NOTHING
 RETURNING id, dedup_key, kind, text, details;
 
 -- name: alerts_from_ledger_exceptions
--- Exceptions a person must see at once, not the next night: the gateway moved a final order's
--- status backwards. One alert per exception row (its own dedup key).
+-- Exceptions a person must see at once, not the next night: the gateway reports failed an order
+-- the ledger posted (or refused). One alert per exception row (its own dedup key); the nightly
+-- reconcile does not alert it again. Other regressions (a reordered pending notify) are alerted by
+-- the nightly reconcile only.
 INSERT INTO alerts (dedup_key, kind, text, details, webhook_state)
 SELECT 'exception:' || x.dedup_key, x.kind,
        format('%%s on %%s (merchant %%s, %%s %%s, %%s): %%s', x.kind, x.pay_order_id, coalesce(o.mch_id, '?'),
@@ -283,7 +387,8 @@ SELECT 'exception:' || x.dedup_key, x.kind,
        %(webhook_state)s
 FROM ledger_exceptions x
 LEFT JOIN orders o ON o.pay_order_id = x.pay_order_id
-WHERE x.kind = 'status_regression'
+WHERE x.kind = 'status_regression' AND x.created_at > now() - interval '1 day'
+  AND x.details ->> 'state' IN ('posted', 'rejected') AND (x.details ->> 'received_status') IN ('4', '9')
 ORDER BY x.id
 ON CONFLICT (dedup_key) DO NOTHING
 RETURNING id, dedup_key, kind, text, details;
@@ -316,18 +421,9 @@ UPDATE alerts SET attempts = attempts + %(attempts)s, last_error = %(error)s,
 WHERE id = %(id)s;
 
 -- name: summary_facts
--- What the daily summary says: the day's last reconcile run and the ledger's totals per currency.
-SELECT
-    (SELECT jsonb_build_object('run_id', id, 'mismatch_count', mismatch_count, 'counts', counts)
-     FROM reconcile_runs WHERE business_date = %(day)s AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1) AS run,
-    (SELECT coalesce(jsonb_object_agg(currency, t), '{}') FROM (
-        SELECT je.currency, jsonb_build_object(
-                   'count', count(*),
-                   'gross', coalesce(sum(je.amount) FILTER (WHERE je.kind = 'pay'), 0),
-                   'refunds', coalesce(sum(je.amount) FILTER (WHERE je.kind IN ('refund', 'void')), 0)) AS t
-        FROM journal_entries je
-        WHERE je.occurred_at >= %(start)s AND je.occurred_at < %(end)s AND je.kind <> 'reversal'
-        GROUP BY je.currency) x) AS totals;
+-- What the daily summary says besides the day's totals (those come from export_summary): the day's last reconcile run.
+SELECT (SELECT jsonb_build_object('run_id', id, 'mismatch_count', mismatch_count, 'counts', counts)
+        FROM reconcile_runs WHERE business_date = %(day)s AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1) AS run;
 
 -- ---------------------------------------------------------------- settlement export
 
@@ -339,24 +435,17 @@ SELECT pg_advisory_xact_lock(7201944032);
 SELECT export_date, settlement_tz, version, manifest FROM settlement_exports WHERE export_date = %(day)s;
 
 -- name: export_assign
--- Give this day's file every entry of the day not yet in a file, and (unless restating) every
--- entry of an already closed earlier day that arrived after that day's file: the prior-day
--- adjustments. exported_entries' primary key keeps an entry in one file only; ON CONFLICT
--- skips those already in one (not an anti-join against the table being inserted into, which
--- the planner may turn into a rescan per row when its statistics say it is empty).
--- A late entry was posted after the last file was made, so only entries posted since then
--- (less a day: a posting that started before that export and committed after it) are looked at.
+-- Put in this day's file every entry not yet in any file (entries_awaiting_file) dated before the
+-- day's end: the day's own entries, and (unless restating) any earlier one that arrived after its
+-- day was closed or is older than the series (a backfill): the prior-day adjustments. A restate
+-- takes only its own day's entries still awaiting a file.
+WITH taken AS (
+    DELETE FROM entries_awaiting_file a
+    WHERE a.occurred_at < %(end)s AND (%(with_prior)s OR a.occurred_at >= %(start)s)
+    RETURNING a.entry_id, a.occurred_at
+)
 INSERT INTO exported_entries (entry_id, export_date, business_date)
-SELECT je.id, %(day)s, (je.occurred_at AT TIME ZONE %(tz)s)::date
-FROM journal_entries je
-WHERE je.occurred_at < %(end)s
-  AND (je.occurred_at >= %(start)s
-       OR %(with_prior)s
-          AND je.posted_at >= (SELECT coalesce(max(created_at), '-infinity') - interval '1 day'
-                               FROM settlement_exports WHERE export_date < %(day)s)
-          AND (je.occurred_at AT TIME ZONE %(tz)s)::date IN (
-              SELECT export_date FROM settlement_exports WHERE export_date < %(day)s))
-ON CONFLICT (entry_id) DO NOTHING;
+SELECT entry_id, %(day)s, (occurred_at AT TIME ZONE %(tz)s)::date FROM taken;
 
 -- name: export_session_tz
 SELECT set_config('TimeZone', %(tz)s, true);
@@ -380,6 +469,9 @@ SELECT to_char(%(day)s::date, 'YYYY-MM-DD') AS settlement_date,
        CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void') THEN 'in' ELSE 'out' END
            AS direction,
        je.amount AS amount_cents,
+       CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void') THEN je.amount
+            ELSE -je.amount END AS signed_amount_cents,
+       o.fields ->> 'paySuccTime' AS pay_succ_time_raw,
        o.card_type,
        o.card_num,
        o.auth_num,
@@ -393,10 +485,38 @@ WHERE x.export_date = %(day)s
 ORDER BY x.business_date < %(day)s, x.business_date, je.occurred_at, je.id;
 
 -- name: export_save
+-- The latest version of a closed day (what `export` gives back); every version is also kept in settlement_files.
 INSERT INTO settlement_exports (export_date, settlement_tz, version, manifest)
 VALUES (%(day)s, %(tz)s, %(version)s, %(manifest)s)
 ON CONFLICT (export_date) DO UPDATE
 SET version = EXCLUDED.version, manifest = EXCLUDED.manifest, restated_at = clock_timestamp();
+
+-- name: export_file_version
+INSERT INTO settlement_files (export_date, version, status, manifest_name, manifest_sha256, manifest)
+VALUES (%(day)s, %(version)s, %(status)s, %(manifest_name)s, %(manifest_sha256)s, %(manifest)s);
+
+-- name: export_previous_manifest
+-- The newest version of the closest earlier closed day: the link of the chain.
+SELECT export_date, version, manifest_name, manifest_sha256 FROM settlement_files
+WHERE export_date < %(day)s ORDER BY export_date DESC, version DESC LIMIT 1;
+
+-- name: export_summary
+-- Per merchant, currency and section (the day's own transactions, the prior-day adjustments):
+-- count, money in, money out, of the entries in one day's file. Sums are numeric. This one query
+-- feeds the summary CSV, the workbook's totals, the manifest and the daily summary alert.
+SELECT je.mch_id, je.currency::text AS currency,
+       CASE WHEN x.business_date < %(day)s THEN 'prior_day_adjustments' ELSE 'business_day' END AS section,
+       count(*) AS count,
+       coalesce(sum(je.amount) FILTER (WHERE je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void')),
+                0) AS gross_cents,
+       coalesce(sum(je.amount) FILTER (WHERE NOT (je.kind = 'pay' OR je.kind = 'reversal'
+                                                  AND rev.kind IN ('refund', 'void'))), 0) AS refunds_cents
+FROM exported_entries x
+JOIN journal_entries je ON je.id = x.entry_id
+LEFT JOIN journal_entries rev ON rev.id = je.reverses_entry_id
+WHERE x.export_date = %(day)s
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3;
 
 -- name: export_ledger_totals
 -- The ledger's own view of what a set of exported days holds, straight from the postings
@@ -437,10 +557,54 @@ WHERE job = %(job)s AND slot = %(slot)s AND clock_id = %(clock_id)s;
 -- Minute jobs leave a row a minute each; keep a week of them (nightly rows are kept).
 DELETE FROM job_runs WHERE job IN ('sweep', 'redrive', 'alerts') AND started_at < %(before)s;
 
--- name: first_close_date
--- The first business day this ledger ever tried to close (exported, or a nightly run that failed).
-SELECT least((SELECT min(export_date) FROM settlement_exports),
-             (SELECT min(slot::date) FROM job_runs WHERE job = 'nightly'));
+-- name: series_start
+-- The first business day of the file series: the first day ever closed or tried, else the
+-- business day of the earliest ledger entry (NULL: an empty ledger, nothing to close yet).
+SELECT coalesce(least((SELECT min(export_date) FROM settlement_exports),
+                      (SELECT min(slot::date) FROM job_runs WHERE job = 'nightly')),
+                (SELECT (min(occurred_at) AT TIME ZONE %(tz)s)::date FROM journal_entries));
+
+-- name: nightly_done_between
+SELECT slot::date FROM job_runs WHERE job = 'nightly' AND status = 'done' AND slot::date BETWEEN %(first)s AND %(last)s;
+
+-- name: nightly_state
+SELECT status, attempts, finished_at, error FROM job_runs WHERE job = 'nightly' AND slot = %(slot)s;
 
 -- name: export_dates_between
 SELECT export_date FROM settlement_exports WHERE export_date BETWEEN %(first)s AND %(last)s;
+
+-- ---------------------------------------------------------------- files verify
+
+-- name: files_versions
+-- Every version of every closed day's files, as recorded when written.
+SELECT export_date, version, status, manifest_name, manifest_sha256, manifest, created_at
+FROM settlement_files ORDER BY export_date, version;
+
+-- name: files_day_entries
+-- What one day's file must hold: its entries as the ledger has them.
+SELECT x.entry_id, je.pay_order_id, je.mch_id, je.currency::text AS currency,
+       CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void') THEN je.amount
+            ELSE -je.amount END AS signed_amount_cents
+FROM exported_entries x
+JOIN journal_entries je ON je.id = x.entry_id
+LEFT JOIN journal_entries rev ON rev.id = je.reverses_entry_id
+WHERE x.export_date = %(day)s;
+
+-- name: files_unfiled
+-- Entries dated before the end of the last closed day that are in no file yet. Those posted after
+-- the newest file was written wait for the next one; the others were missed.
+SELECT a.entry_id, je.pay_order_id, je.mch_id, je.currency::text AS currency, a.occurred_at, je.posted_at,
+       je.posted_at > %(last_written)s AS awaiting_next
+FROM entries_awaiting_file a JOIN journal_entries je ON je.id = a.entry_id
+WHERE a.occurred_at < %(end)s
+ORDER BY a.entry_id;
+
+-- name: files_ledger_net
+-- The ledger's net per merchant and currency (clearing postings) of the entries the files must hold.
+SELECT je.mch_id, je.currency::text AS currency, count(DISTINCT je.id) AS entries, sum(p.amount) AS net_cents
+FROM journal_entries je
+JOIN postings p ON p.entry_id = je.id
+JOIN accounts a ON a.id = p.account_id AND a.kind = 'clearing'
+WHERE je.occurred_at < %(end)s
+  AND NOT EXISTS (SELECT 1 FROM entries_awaiting_file w WHERE w.entry_id = je.id AND je.posted_at > %(last_written)s)
+GROUP BY 1, 2 ORDER BY 1, 2;

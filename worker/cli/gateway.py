@@ -62,28 +62,45 @@ def _expect_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if v is not None}]
 
 
-def cmd_expect(args: argparse.Namespace) -> int:
-    from worker.gateway.expected import ExpectedOrder, record
-
+def _record_rows(command: str, noun: str, rows: list[dict[str, Any]], parse: Any, save: Any, many: bool) -> int:
+    """Validate and record each row; print the counts as one JSON line; exit 1 when any was refused."""
     settings = app_settings()
     new = known = refused = 0
     with connect() as conn:
-        for i, row in enumerate(_expect_rows(args), start=1):
-            where = f"order {i}" if args.file else "order"
+        for i, row in enumerate(rows, start=1):
+            where = f"{noun} {i}" if many else noun
             try:
                 if "__error__" in row:
                     raise PermanentError(row["__error__"])
-                order = ExpectedOrder.from_dict(row)
-                settings.merchants.require(order.mch_id)
-                if record(conn, order):
+                value = parse(row)
+                settings.merchants.require(value.mch_id)
+                if save(conn, value):
                     new += 1
                 else:
                     known += 1
             except PermanentError as exc:
                 refused += 1
-                print(f"iotledger expect: {where}: {exc}", file=sys.stderr)
+                print(f"iotledger {command}: {where}: {exc}", file=sys.stderr)
     print(json.dumps({"recorded": new, "already_known": known, "refused": refused}))
     return 1 if refused else 0
+
+
+def cmd_expect(args: argparse.Namespace) -> int:
+    from worker.gateway.expected import ExpectedOrder, record
+
+    return _record_rows("expect", "order", _expect_rows(args), ExpectedOrder.from_dict, record, bool(args.file))
+
+
+def cmd_expect_refund(args: argparse.Namespace) -> int:
+    from worker.gateway.expected_refunds import ExpectedRefund, record_refund
+
+    if args.file:
+        rows = _expect_rows(args)
+    else:
+        row = {"mchId": args.mch_id, "mchRefundNo": args.mch_refund_no, "originalOrderId": args.original_order_id,
+               "amount": args.amount, "currency": args.currency, "requestedAt": args.requested_at}
+        rows = [{k: v for k, v in row.items() if v is not None}]
+    return _record_rows("expect-refund", "refund", rows, ExpectedRefund.from_dict, record_refund, bool(args.file))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -151,6 +168,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--created-at", help="ISO-8601 with zone (default now)")
     p.add_argument("--family", choices=["v3", "v1"], help="API to query (default from the channel)")
     p.set_defaults(func=cmd_expect)
+
+    p = sub.add_parser(
+        "expect-refund",
+        help="record refunds the merchant requested (opt-in), so reconcile flags refunds nobody requested",
+        description="Record one requested refund from options, or many from JSON lines (--file F, '-' for stdin) "
+        "with fields mchId, mchRefundNo, originalOrderId, amount (cents), currency, requestedAt (ISO-8601 with "
+        "zone). A merchant who records refunds gets two more reconcile classes: refund_not_requested (a gateway "
+        "refund whose mchOrderNo matches no requested mchRefundNo) and requested_refund_missing. Exit 1 when any "
+        "refund was refused (the field is named).",
+    )
+    p.add_argument("--file", metavar="F", help="JSON lines of refunds ('-' for stdin)")
+    p.add_argument("--mch-id")
+    p.add_argument("--mch-refund-no")
+    p.add_argument("--original-order-id", help="the pay order being refunded")
+    p.add_argument("--amount", type=int, help="integer cents")
+    p.add_argument("--currency", default=None, help="CAD (default) or USD")
+    p.add_argument("--requested-at", help="ISO-8601 with zone (default now)")
+    p.set_defaults(func=cmd_expect_refund)
 
     p = sub.add_parser(
         "sweep",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from worker.cli.context import app_settings, connect
 from worker.ledger.checks import run_checks
@@ -54,15 +54,31 @@ def cmd_order(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from worker.reports.businessday import business_day
+
     s = app_settings()
+    day = None
+    if args.date:
+        try:
+            bd = business_day(date.fromisoformat(args.date), s.settlement_tz)
+        except ValueError:
+            print(f"iotledger check: --date: expected YYYY-MM-DD, got {args.date!r}", file=sys.stderr)
+            return 2
+        day = (str(bd.day), bd.start, bd.end)
     with connect() as conn:
-        report = run_checks(conn, parked_before=datetime.now(timezone.utc) - timedelta(seconds=s.parked_alert_seconds))
+        report = run_checks(conn, parked_before=datetime.now(timezone.utc) - timedelta(seconds=s.parked_alert_seconds),
+                            day=day)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
         for code, t in report.currencies.items():
             print(f"{code}: paid {t['paid']}  refunded {t['refunded']}  net {t['net']} cents "
                   f"({t['pays']} pays, {t['refunds']} refunds/voids)")
+        for label, rows in ([("merchant", report.merchants)] +
+                            ([(f"{report.day['date']}", report.day["merchants"])] if report.day else [])):
+            for m in rows:
+                print(f"  {label} {m['mch_id']} {m['currency']}: paid {m['paid']}  refunded {m['refunded']}  "
+                      f"net {m['net']} cents")
         for p in report.parked_too_long:
             print(f"parked too long: refund {p['pay_order_id']} waits for {p['original_order_id']} since {p['first_seen_at']}")
         for v in report.violations:
@@ -99,5 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every pay's refundable = amount - refunds; every refund has a posted original. Also lists "
         "refunds parked longer than IOTLEDGER_PARKED_ALERT_SECONDS.",
     )
-    p.add_argument("--json", action="store_true", help="one JSON object with ok and per-currency paid/refunded/net")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: ok, violations, per-currency and per-merchant paid/refunded/net")
+    p.add_argument("--date", metavar="YYYY-MM-DD",
+                   help="also give one business day's totals per merchant and currency (IOTLEDGER_SETTLEMENT_TZ)")
     p.set_defaults(func=cmd_check)

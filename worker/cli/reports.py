@@ -35,7 +35,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     except PermanentError as exc:
         print(f"iotledger reconcile: {exc}", file=sys.stderr)
         return 2
-    sink = AlertSink(s.alert_webhook_url)
+    sink = AlertSink(s.alert_webhook_url, per_class=s.alerts_per_class)
     with connect() as conn:
         result = reconcile(conn, day, s.settlement_tz, sink)
         sink.deliver_pending(conn)
@@ -47,13 +47,22 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         d = result.day
         print(f"business day {d.day} in {d.tz_name} ({d.hours:g} h, {d.start.isoformat()} to {d.end.isoformat()}), "
               f"run #{result.run_id}")
+        for t in result.totals:
+            print(f"  merchant {t['mch_id']} {t['currency']}: {t['entries']} entr(y/ies), paid {money(t['paid_cents'])}, "
+                  f"refunded {money(t['refunded_cents'])}, net {money(int(t['paid_cents']) - int(t['refunded_cents']))}")
+        if result.expected:
+            print(f"  {result.matched} of {result.expected} expected order(s) matched a posted pay")
+        for sk in result.skipped:
+            print(f"  {sk['class']} not checked for merchant {sk['mch_id']}: {sk['reason']}")
         if result.ok:
             print("everything matches")
         for m in result.mismatches:
             amounts = ", ".join(f"{k} {money(v)}" for k, v in (("expected", m.expected_amount),
                                                                ("gateway", m.gateway_amount),
                                                                ("ledger", m.ledger_amount)) if v is not None)
-            print(f"  {m.cls:26} {m.subject:28} {m.currency or '':4} {amounts}  {m.description}")
+            reason = m.details.get("reason") if isinstance(m.details, dict) else None
+            print(f"  {m.cls:26} {m.subject:28} {m.currency or '':4} {amounts}  {m.description}"
+                  + (f" ({reason})" if reason else ""))
         if result.mismatches:
             print(f"{len(result.mismatches)} mismatch(es), {result.new_alerts} new alert(s)")
     return 1 if result.mismatches else 0
@@ -75,15 +84,47 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"iotledger export: {exc}", file=sys.stderr)
             return 1
     m = result.manifest
+    if result.status == "no_change":
+        print(f"nothing to restate for {day}: the ledger gives the same files as version {m['version']}; "
+              f"nothing written")
+        return 0
     print(f"{result.status} settlement files for {day} ({m['timezone']}, version {m['version']}) in {result.folder}:")
-    for key in ("settlement", "summary", "manifest"):
+    for key in ("settlement", "workbook", "summary", "manifest"):
         print(f"  {result.files[key]}")
+    changes = m.get("changes")
+    if changes and changes.get("known"):
+        print(f"  supersedes version {m['supersedes']['version']}: {len(changes['added'])} row(s) added, "
+              f"{len(changes['removed'])} removed, {len(changes['changed'])} changed")
     print(f"  {m['rows']['business_day']} transaction(s), {m['rows']['prior_day_adjustments']} prior-day adjustment(s)"
           + (f" from {', '.join(m['prior_day_adjustment_dates'])}" if m["prior_day_adjustment_dates"] else ""))
     for currency, t in sorted(m["totals"].items()):
         print(f"  {currency}: gross {money(t['gross_cents'])}, refunds {money(t['refunds_cents'])}, "
               f"net {money(t['net_cents'])}")
+    for t in m["totals_by_merchant"]:
+        print(f"    merchant {t['mch_id']} {t['currency']}: {t['count']} row(s), net {money(t['net_cents'])}")
     return 0
+
+
+def cmd_files_verify(args: argparse.Namespace) -> int:
+    from worker.reports.verify import verify_files
+
+    s = app_settings()
+    with connect() as conn:
+        report = verify_files(conn, Path(args.out), s.settlement_tz)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        if report.last_day is None:
+            print("no closed day yet: nothing to verify")
+        else:
+            print(f"{report.closed_days} closed day(s) {report.first_day} .. {report.last_day}, "
+                  f"{report.files_checked} file(s) checked in {report.out_dir}"
+                  + (f", {report.entries_awaiting_next_file} entr(y/ies) awaiting the next file"
+                     if report.entries_awaiting_next_file else ""))
+        for f in report.findings:
+            print(f"PROBLEM [{f.check}] " + (f"{f.settlement_date}: " if f.settlement_date else "") + f.detail)
+        print("ok" if report.ok else f"{len(report.findings)} problem(s)")
+    return 0 if report.ok else 1
 
 
 def cmd_clock(args: argparse.Namespace) -> int:
@@ -134,17 +175,42 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "export",
-        help="write one business day's settlement CSV, summary and manifest (pandas; atomic; reproducible)",
-        description="Write <out>/<date>/settlement-<date>.csv (one row per pay, refund, void), summary-<date>.csv "
-        "(per currency: count, gross, refunds, net) and manifest-<date>.json (row counts, SHA-256). The first "
-        "export of an ended day closes it: exporting it again gives the same files, and later events for it go "
-        "into the next day's file as prior-day adjustments. A day not ended yet is exported as provisional.",
+        help="write one business day's settlement CSV, workbook, summary and manifest (atomic; reproducible)",
+        description="Write <out>/<date>/settlement-<date>.csv (one row per pay, refund, void, reversal), "
+        "settlement-<date>.xlsx (the same rows, identifiers as text, with a totals sheet), summary-<date>.csv "
+        "(per merchant and currency: count, gross, refunds, net) and manifest-<date>.json (rows, SHA-256 of "
+        "each file, totals, the previous day's manifest). The first export of an ended day closes it: exporting "
+        "it again gives the same files, and later events for it go into the next day's file as prior-day "
+        "adjustments. A day not ended yet is exported as settlement-<date>.provisional.csv etc. and not recorded. "
+        "Exit 0 when written or given back, 1 when a closed day's files cannot be reproduced (see --restate).",
     )
     p.add_argument("--date", metavar="YYYY-MM-DD", help="business day (default: the last closed day)")
     p.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: ./reports)")
     p.add_argument("--restate", action="store_true",
-                   help="rewrite a closed day from the ledger as it is now (new version) instead of the original files")
+                   help="write a new version of a closed day beside the old one (settlement-D.vN.csv, .xlsx, "
+                        "summary-D.vN.csv, manifest-D.vN.json; the old files and manifest stay). It holds the entries "
+                        "already in that day's file, rendered from the ledger as it is now (card, channel, order "
+                        "numbers corrected since), plus entries of that business day that are in no file yet; "
+                        "entries of that day already settled in a later day's file stay there (each entry is in "
+                        "exactly one file). The manifest names the version it supersedes and the entries added, "
+                        "removed and changed. A restate that would change nothing writes nothing and says so")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "files", help="audit the settlement file series (files verify)",
+        description="Commands about the settlement files as a series.")
+    files_sub = p.add_subparsers(dest="files_command", metavar="COMMAND", required=True)
+    v = files_sub.add_parser(
+        "verify", help="check every closed day's files, that each ledger entry is in exactly one file, the "
+        "chain of manifests and the totals; exit 1 listing every problem",
+        description="The audit finance runs (and the clock runs nightly): (1) every closed day's files on disk "
+        "match their manifests' SHA-256, every version; where a settlement file is missing or edited the entries "
+        "are named; (2) every journal entry dated before the end of the last closed day is in exactly one file; "
+        "(3) no gap in the series: each manifest names the previous day's manifest by SHA-256; (4) the files' "
+        "net per merchant and currency equals the ledger's. Exit 0 when all hold, 1 listing every problem.")
+    v.add_argument("--out", metavar="DIR", default="reports", help="settlement files folder (default: ./reports)")
+    v.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    v.set_defaults(func=cmd_files_verify)
 
     p = sub.add_parser(
         "clock",

@@ -198,6 +198,8 @@ def _order_state(conn: psycopg.Connection, pay_order_id: str) -> dict[str, Any]:
 def _classify(order: dict[str, Any]) -> str:
     """What the ledger's state of the order means for the question: answered for good, or ask again."""
     state = order["state"]
+    if order["pay_type"] != "pay":
+        return "pending"  # the id is held by a refund in the ledger (a conflict): not an answer about a pay
     if state == "posted":
         return "paid"  # even if the gateway now says otherwise: that is a recorded status_regression
     if state == "rejected":
@@ -231,8 +233,8 @@ def _sweep_expected(conn: psycopg.Connection, client: GatewayClient, row: dict[s
     kind, released = "error", 0
     try:
         answer = _query(client, limiter, row["family"], row["mch_id"], **ids)
-        record.update(last_status=answer.notify.status)
         _require_pay(answer, row["pay_order_id"] or f"{row['mch_id']}/{row['mch_order_no']}")
+        record.update(last_status=answer.notify.status)
         result = post_notify(conn, answer.notify, source="query")
         kind = _classify(_order_state(conn, answer.notify.pay_order_id))
         released = len(result.released)
@@ -275,8 +277,8 @@ def _sweep_parked(conn: psycopg.Connection, client: GatewayClient, row: dict[str
     kind, released = "error", 0
     try:
         answer = _query(client, limiter, row["family"], row["mch_id"], pay_order_id=original)
-        record["last_status"] = answer.notify.status
         _require_pay(answer, original)
+        record["last_status"] = answer.notify.status
         result = post_notify(conn, answer.notify, source="query")
         order = _order_state(conn, original)
         kind = _classify(order)

@@ -19,6 +19,8 @@ class CheckReport:
     violations: list[dict[str, Any]] = field(default_factory=list)
     currencies: dict[str, dict[str, int]] = field(default_factory=dict)
     parked_too_long: list[dict[str, Any]] = field(default_factory=list)
+    merchants: list[dict[str, Any]] = field(default_factory=list)  # per merchant and currency, whole ledger
+    day: dict[str, Any] | None = None  # per merchant and currency of one business day, when asked
 
     @property
     def ok(self) -> bool:
@@ -30,11 +32,24 @@ class CheckReport:
             "violations": self.violations,
             "currencies": self.currencies,
             "parked_too_long": self.parked_too_long,
+            "merchants": self.merchants,
+            **({"day": self.day} if self.day is not None else {}),
         }
 
 
-def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = None) -> CheckReport:
-    """Run every invariant check in one read-only snapshot. Raises psycopg errors on DB failure."""
+def _merchant_totals(cur: psycopg.Cursor, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+    rows = cur.execute(q("totals_by_merchant"), {"start": start, "end": end}).fetchall()
+    return [{"mch_id": r["mch_id"], "currency": r["currency"], "paid": int(r["paid"]), "refunded": int(r["refunded"]),
+             "net": int(r["paid"]) - int(r["refunded"]), "pays": int(r["pays"]), "refunds": int(r["refunds"])}
+            for r in rows]
+
+
+def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = None,
+               day: tuple[str, datetime, datetime] | None = None) -> CheckReport:
+    """Run every invariant check in one read-only snapshot. Raises psycopg errors on DB failure.
+
+    `day` = (business date, window start, window end) adds that day's totals per merchant and currency.
+    """
     violations: list[dict[str, Any]] = []
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -57,7 +72,12 @@ def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = Non
         for row in cur.execute(q("check_posted_without_entry")).fetchall():
             violations.append({"rule": "posted_order_has_entry", "pay_order_id": row["pay_order_id"],
                                "detail": "order is marked posted but has no journal entry"})
-        totals = {r["currency"]: r for r in cur.execute(q("totals_by_currency")).fetchall()}
+        merchants = _merchant_totals(cur, None, None)
+        totals: dict[str, dict[str, int]] = {}
+        for m in merchants:
+            t = totals.setdefault(m["currency"], {"paid": 0, "refunded": 0, "pays": 0, "refunds": 0})
+            for k in t:
+                t[k] += m[k]
         clearing = {r["currency"]: r["clearing"] for r in cur.execute(q("clearing_by_currency")).fetchall()}
         currencies = {}
         for cur_code in sorted(set(totals) | set(clearing)):
@@ -75,4 +95,9 @@ def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = Non
                 {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
                 for r in cur.execute(q("parked_older_than"), {"before": parked_before}).fetchall()
             ]
-    return CheckReport(violations, currencies, parked)
+        day_totals = None
+        if day is not None:
+            label, start, end = day
+            day_totals = {"date": label, "window_start": start.isoformat(), "window_end": end.isoformat(),
+                          "merchants": _merchant_totals(cur, start, end)}
+    return CheckReport(violations, currencies, parked, merchants, day_totals)

@@ -36,6 +36,9 @@ log = logs.get("worker.ledger")
 
 LEGS = {"pay": ("clearing", "sales"), "refund": ("refunds", "clearing"), "void": ("sales", "clearing")}
 CONTENT_FIELDS = ("mch_id", "pay_type", "original_order_id", "amount", "currency")
+# what a later notify may change on an order with nothing posted (a tip on a POS order); a different
+# merchant, currency, payType or original is another order under the same id: a conflict in any state
+REPLACEABLE_FIELDS = ("amount",)
 SETTLED = ("posted", "rejected")  # states whose content stands: a later different content is a conflict
 
 
@@ -134,9 +137,11 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
     else:
         state = existing["state"]
         changed = existing["fingerprint"] != fp
+        identity_changed = any(str(existing[f] or "") != str(getattr(n, f) or "")
+                               for f in CONTENT_FIELDS if f not in REPLACEABLE_FIELDS)
+        if changed and (state in SETTLED or identity_changed):
+            return _conflict(cur, n, existing, fp)
         if state in SETTLED:  # something was booked or refused on this content: it stands
-            if changed:
-                return _conflict(cur, n, existing, fp)
             if not success:
                 return _regression(cur, n, existing, source)
             if state == "posted" and source == "query":
@@ -146,6 +151,10 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
             _content_changed(cur, n, existing, fp, source)
         if not success:
             return _not_final_again(cur, n, existing, params, source, changed)
+        if state == "failed" and _was_success(cur, n.pay_order_id):
+            # a success, then failed, then success again: a re-sent old notify or another change of
+            # mind; the gateway's final word is not clear, so a person decides
+            return _regression(cur, n, existing, source)
         cur.execute(q("refresh_order"), params)  # pending/unknown/failed/parked -> success: post it now
 
     # without a paySuccTime the entry is dated when the order was first heard of, as reconciliation does
@@ -186,18 +195,25 @@ def _not_final_again(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], p
     if state == "parked":  # a refund the gateway now calls failed is never released
         reason = (f"the gateway reports status {n.status} (failed) for this refund after a success; "
                   f"it is not released when its original posts")
-        _regression(cur, n, existing, source)
+        _regression(cur, n, existing, source, reason)
         cur.execute(q("set_order_state"), {"pay_order_id": n.pay_order_id, "state": "failed", "reason": reason})
         return PostResult(Outcome.FAILED, n.pay_order_id, reason)
     cur.execute(q("set_order_state"), {"pay_order_id": n.pay_order_id, "state": new_state, "reason": None})
     return _record_non_success(cur, n, new_state)
 
 
-def _regression(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], source: str) -> PostResult:
+def _was_success(cur: psycopg.Cursor, pay_order_id: str) -> bool:
+    """True when the gateway once reported this (now failed) order a success."""
+    cur.execute(q("order_was_success"), {"pay_order_id": pay_order_id})
+    return cur.fetchone() is not None
+
+
+def _regression(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], source: str,
+                reason: str | None = None) -> PostResult:
     """The gateway moved a final (or success) order backwards: record it for a person; change nothing."""
     recorded, received = existing["status"], n.status
-    reason = (f"gateway reports status {received} ({status_outcome(received).value}) for an order recorded "
-              f"{existing['state']} with status {recorded}; the ledger is unchanged, a person decides")
+    reason = reason or (f"gateway reports status {received} ({status_outcome(received).value}) for an order "
+                        f"recorded {existing['state']} with status {recorded}; the ledger is unchanged, a person decides")
     _exception(cur, n.pay_order_id, "status_regression", reason, {
         "recorded_status": recorded, "received_status": received, "state": existing["state"], "source": source,
         "at": datetime.now(timezone.utc).isoformat(), "mch_id": existing["mch_id"], "amount": existing["amount"],

@@ -31,6 +31,7 @@ DEFAULT_ATTEMPTS_PER_SEND = 3
 DEFAULT_MAX_ATTEMPTS = 12
 DEFAULT_TIMEOUT_SECONDS = 5.0
 DEFAULT_BACKOFF_SECONDS = 0.5
+DEFAULT_PER_CLASS = 20  # new mismatch alerts of one class per run before one summary alert replaces the rest
 
 
 class WebhookError(IotLedgerError):
@@ -62,6 +63,7 @@ class AlertSink:
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     backoff: float = DEFAULT_BACKOFF_SECONDS
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    per_class: int = DEFAULT_PER_CLASS
 
     @property
     def webhook_state(self) -> str:
@@ -163,16 +165,15 @@ def alert_exceptions(conn: psycopg.Connection, sink: AlertSink) -> int:
         return raise_rows(cur, sink, "alerts_from_ledger_exceptions", {})
 
 
-def summary_text(day: BusinessDay, facts: dict[str, Any], files: str | None = None) -> str:
-    """The daily summary a human reads in the alert channel."""
+def summary_text(day: BusinessDay, facts: dict[str, Any], totals: list[dict[str, Any]], files: str | None = None) -> str:
+    """The daily summary a human reads in the alert channel: the day's file per merchant and currency."""
     parts = [f"IOTPay ledger, business day {day.day} ({day.tz_name}):"]
-    totals = facts.get("totals") or {}
-    if not totals:
+    rows = [t for t in totals if t["section"] == "total"]
+    if not rows:
         parts.append("no transactions.")
-    for currency in sorted(totals):
-        t = totals[currency]
-        parts.append(f"{currency} {t['count']} transaction(s), gross {money(t['gross'])}, "
-                     f"refunds {money(t['refunds'])}, net {money(t['gross'] - t['refunds'])}.")
+    for t in rows:
+        parts.append(f"merchant {t['mch_id']} {t['currency']}: {t['count']} transaction(s), gross "
+                     f"{money(t['gross_cents'])}, refunds {money(t['refunds_cents'])}, net {money(t['net_cents'])}.")
     run = facts.get("run")
     if run is None:
         parts.append("Not reconciled yet.")
@@ -186,15 +187,20 @@ def summary_text(day: BusinessDay, facts: dict[str, Any], files: str | None = No
     return " ".join(parts)
 
 
-def daily_summary(conn: psycopg.Connection, sink: AlertSink, day: BusinessDay, files: str | None = None) -> bool:
-    """Raise the day's summary alert (once per business day); True when it is new."""
+def daily_summary(conn: psycopg.Connection, sink: AlertSink, day: BusinessDay, totals: list[dict[str, Any]],
+                  files: str | None = None) -> bool:
+    """Raise the day's summary alert (once per business day); True when it is new.
+
+    `totals` are the rows of the day's summary CSV (worker.reports.export.summary_rows), so the
+    alert and the file cannot disagree.
+    """
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(q("summary_facts"), {"day": day.day, "start": day.start, "end": day.end})
+        cur.execute(q("summary_facts"), {"day": day.day})
         facts = cur.fetchone() or {}
     conn.commit()
-    text = summary_text(day, facts, files)
-    return raise_alert(conn, sink, f"summary:{day.day}", "daily_summary", text,
-                       {"business_date": str(day.day), **facts})
+    text = summary_text(day, facts, totals, files)
+    return raise_alert(conn, sink, f"summary:{day.day}", "daily_summary",
+                       text, {"business_date": str(day.day), **facts, "totals": totals})
 
 
 def summary_key(day: date) -> str:

@@ -3,8 +3,9 @@
     sweep     every minute: ask IOTPay about expected orders with no final answer (worker/gateway/sweep.py)
     redrive   every minute: queue again inbox rows not done in time (worker/pipeline/redrive.py)
     alerts    every minute: alert sweep give-ups and status regressions once each, deliver pending webhook alerts
-    nightly   after each business day closes in the settlement zone (00:15 local by default), and
-              at start-up to catch up: reconcile the day, export its settlement files, send the summary
+    nightly   after each business day closes in the settlement zone (00:15 local by default), at
+              start-up, and every minute while a day is still to close: reconcile the day, export
+              its settlement files, send the summary, then `files verify` the series
 
 Several clocks may run (two hosts, a deploy overlapping the old one): each run of a job is
 first claimed as a row (job, slot) in `job_runs`, whose primary key lets exactly one clock
@@ -15,6 +16,7 @@ tick, up to a limit.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
@@ -32,9 +34,10 @@ from psycopg.types.json import Jsonb
 
 from worker import logs
 from worker.config import Settings
-from worker.reports.alerts import AlertSink, alert_exceptions, alert_give_ups, daily_summary
+from worker.reports.alerts import AlertSink, alert_exceptions, alert_give_ups, daily_summary, raise_alert
 from worker.reports.businessday import business_day, last_closed_day
-from worker.reports.export import export_day
+from worker.reports.export import export_day, summary_rows
+from worker.reports.verify import VerifyReport, verify_files
 from worker.reports.reconcile import reconcile
 from worker.sqlfiles import q
 
@@ -43,7 +46,8 @@ log = logs.get("worker.reports.clock")
 DEFAULT_NIGHTLY_AT = time(0, 15)  # local: late notifies of the last minutes get a chance to arrive
 MAX_ATTEMPTS = 5
 STALE_AFTER = "2 hours"  # a 'running' claim this old belongs to a clock that died
-CATCH_UP_DAYS = 7
+UNLIMITED = 2**31 - 1  # a day's close is retried until it succeeds: it is never skipped
+MAX_CLOSE_BACKOFF = timedelta(hours=1)
 SWEEP_SECONDS = 50  # the sweep polls POS orders every few seconds within its minute
 
 
@@ -72,11 +76,11 @@ class Clock:
     def _conn(self) -> psycopg.Connection:
         return psycopg.connect(self.database_url, autocommit=True)
 
-    def claim(self, job: str, slot: str) -> bool:
+    def claim(self, job: str, slot: str, max_attempts: int = MAX_ATTEMPTS) -> bool:
         """True when this clock got (job, slot) and must run it; False when another clock has or had it."""
         with self._conn() as conn:
             row = conn.execute(q("job_claim"), {"job": job, "slot": slot, "clock_id": self.clock_id,
-                                                "max_attempts": MAX_ATTEMPTS, "stale": STALE_AFTER}).fetchone()
+                                                "max_attempts": max_attempts, "stale": STALE_AFTER}).fetchone()
         return row is not None
 
     def _finish(self, job: str, slot: str, status: str, result: Any = None, error: str | None = None) -> None:
@@ -85,9 +89,9 @@ class Clock:
                                            "result": Jsonb(_jsonable(result)) if result is not None else None,
                                            "error": error})
 
-    def run(self, job: str, slot: str, fn: Callable[[], Any]) -> str:
+    def run(self, job: str, slot: str, fn: Callable[[], Any], *, max_attempts: int = MAX_ATTEMPTS) -> str:
         """Claim and run one job slot; return 'done', 'failed' or 'skipped'. Never raises for the job's errors."""
-        if not self.claim(job, slot):
+        if not self.claim(job, slot, max_attempts):
             return "skipped"
         try:
             result = fn()
@@ -106,31 +110,84 @@ class Clock:
         return self.run(job, slot, lambda: self.jobs[job](now))
 
     def days_to_close(self, now: datetime) -> list[date]:
-        """Closed business days without settlement files: yesterday, and any gap in the last week.
+        """Every closed business day the nightly job has not done yet, oldest first, with no cap.
 
-        A day whose nightly run failed has no files, so it is found again here (its money must
-        not fall out of the file series).
+        The series starts at the first day ever closed (or tried), else at the business day of
+        the earliest ledger entry. A day whose close failed, or that was exported by hand, is
+        still to do: it is reconciled, exported (given back unchanged) and summarised.
         """
         tz = self.settings.settlement_tz
-        last = last_closed_day(now, tz)
+        last = last_closed_day(now - timedelta(hours=self.nightly_at.hour, minutes=self.nightly_at.minute), tz)
         with self._conn() as conn:
-            (first_tried,) = conn.execute(q("first_close_date")).fetchone()
-            first = last if first_tried is None else min(last, max(first_tried, last - timedelta(days=CATCH_UP_DAYS)))
-            done = {r[0] for r in conn.execute(q("export_dates_between"), {"first": first, "last": last})}
+            (first,) = conn.execute(q("series_start"), {"tz": tz.key}).fetchone()
+            first = last if first is None else first  # an empty ledger: the series starts with the last closed day
+            if first > last:
+                return []
+            done = {r[0] for r in conn.execute(q("nightly_done_between"), {"first": first, "last": last})}
         return [d for d in (first + timedelta(days=i) for i in range((last - first).days + 1)) if d not in done]
 
-    def nightly(self, now: datetime | None = None) -> dict[str, str]:
+    def nightly_retry(self) -> dict[str, str]:
+        """The minute job: close what is still to close, a failed day after its backoff."""
+        return self.nightly(retry=True)
+
+    def nightly(self, now: datetime | None = None, *, retry: bool = False) -> dict[str, str]:
         """Reconcile, export and summarise every closed day not done yet, oldest first; return {date: outcome}.
 
-        Stops at the first day that fails, so days are closed in order; it is tried again next time.
+        Stops at the first day that fails, so days close in order; a failed day is tried again on
+        a later tick after a backoff (1, 2, 4 ... minutes, at most an hour), never skipped, and
+        alerted with its error on its first failure and once a day while it lasts. After closing
+        days, `files verify` runs and any finding is alerted. `retry` (the minute job) respects
+        the backoff; the nightly run at `nightly_at` and the start-up catch-up always try.
         """
         now = now or datetime.now(timezone.utc)
         outcomes: dict[str, str] = {}
         for day in self.days_to_close(now):
-            outcomes[str(day)] = self.run("nightly", str(day), lambda d=day: self.close_day(d, now))
-            if outcomes[str(day)] == "failed":
+            if retry and not self._backoff_over(day):
+                outcomes[str(day)] = "waiting"
                 break
+            outcomes[str(day)] = self.run("nightly", str(day), lambda d=day: self.close_day(d, now),
+                                          max_attempts=UNLIMITED)
+            if outcomes[str(day)] == "failed":
+                self._alert_close_failed(day, now)
+                break
+        if any(o == "done" for o in outcomes.values()):
+            self.verify(now)
         return outcomes
+
+    def _backoff_over(self, day: date) -> bool:
+        """True when a failed close of `day` may be tried again (1, 2, 4 ... minutes after its last failure)."""
+        with self._conn() as conn:
+            row = conn.execute(q("nightly_state"), {"slot": str(day)}).fetchone()
+        if row is None or row[0] != "failed" or row[2] is None:
+            return True
+        wait = min(timedelta(minutes=2 ** min(row[1] - 1, 10)), MAX_CLOSE_BACKOFF)
+        return datetime.now(timezone.utc) >= row[2] + wait  # job_runs times are the database's real clock
+
+    def _alert_close_failed(self, day: date, now: datetime) -> None:
+        with self._conn() as conn:
+            row = conn.execute(q("nightly_state"), {"slot": str(day)}).fetchone()
+        local = now.astimezone(self.settings.settlement_tz).date()
+        attempts, error = (row[1], row[3]) if row else (0, "unknown")
+        with psycopg.connect(self.database_url) as conn:
+            raise_alert(conn, self.sink, f"close_failed:{day}:{local}", "close_failed",
+                        f"closing business day {day} failed (attempt {attempts}): {error}. Later days wait for it; "
+                        f"it is retried on every clock tick with backoff.",
+                        {"business_date": str(day), "attempts": attempts, "error": error, "alerted_on": str(local)})
+            self.sink.deliver_pending(conn)
+
+    def verify(self, now: datetime) -> VerifyReport:
+        """Run `files verify` over the series and alert its findings (again whenever they change)."""
+        with psycopg.connect(self.database_url) as conn:
+            report = verify_files(conn, self.out_dir, self.settings.settlement_tz, now=now)
+            if not report.ok:
+                text = "; ".join(f.detail for f in report.findings[:10])
+                key = hashlib.sha256("\n".join(f.detail for f in report.findings).encode()).hexdigest()[:16]
+                raise_alert(conn, self.sink, f"files_verify:{key}", "files_verify",
+                            f"files verify found {len(report.findings)} problem(s) in {self.out_dir}: {text}",
+                            {"findings": [f.detail for f in report.findings[:100]]})
+                self.sink.deliver_pending(conn)
+        log.info("clock.files_verify", ok=report.ok, findings=len(report.findings))
+        return report
 
     def close_day(self, day: date, now: datetime) -> dict[str, Any]:
         """The nightly work for one day. Raises what reconcile/export raise (the run is recorded failed)."""
@@ -138,7 +195,10 @@ class Clock:
         with psycopg.connect(self.database_url) as conn:
             result = reconcile(conn, day, tz, self.sink)
             exported = export_day(conn, day, tz, self.out_dir, now=now)
-            daily_summary(conn, self.sink, business_day(day, tz), files=str(exported.folder))
+            with conn.cursor() as cur:
+                totals = summary_rows(cur, day)
+            conn.commit()
+            daily_summary(conn, self.sink, business_day(day, tz), totals, files=str(exported.folder))
             self.sink.deliver_pending(conn)
             with conn.transaction():
                 conn.execute(q("job_prune"), {"before": now - timedelta(days=7)})
@@ -155,6 +215,9 @@ class Clock:
         scheduler.add_job(self.nightly, CronTrigger(hour=self.nightly_at.hour, minute=self.nightly_at.minute,
                                                     timezone=tz), id="nightly", name="nightly",
                           max_instances=1, coalesce=True, misfire_grace_time=3600)
+        # every minute: a day whose close failed is retried (with backoff) and a missed one is closed
+        scheduler.add_job(self.nightly_retry, CronTrigger(second=30, timezone=timezone.utc), id="nightly_retry",
+                          name="nightly retry", max_instances=1, coalesce=True, misfire_grace_time=30)
         # catch up at start-up: a day that closed while no clock ran is closed now
         scheduler.add_job(self.nightly, id="nightly_catch_up", name="nightly catch-up",
                           next_run_time=datetime.now(timezone.utc))
@@ -205,7 +268,7 @@ def default_jobs(settings: Settings, database_url: str, redis_url: str, sink: Al
 
 def run_clock(settings: Settings, database_url: str, redis_url: str, out_dir: Path, *, once: bool = False) -> int:
     """Run the clock until interrupted (or one round of every job with `once`); return an exit code."""
-    sink = AlertSink(settings.alert_webhook_url)
+    sink = AlertSink(settings.alert_webhook_url, per_class=settings.alerts_per_class)
     jobs = default_jobs(settings, database_url, redis_url, sink, sweep_seconds=0 if once else SWEEP_SECONDS)
     clock = Clock(database_url, settings, jobs, out_dir, sink)
     if once:

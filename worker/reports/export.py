@@ -1,23 +1,30 @@
-"""The daily settlement files: one CSV row per transaction, a summary per currency, a manifest.
+"""The daily settlement files: a CSV row per ledger entry, a workbook, a summary, a manifest.
 
-    <out>/<YYYY-MM-DD>/settlement-<date>.csv   one row per journal entry (pay, refund, void, reversal)
-    <out>/<YYYY-MM-DD>/summary-<date>.csv      per currency: count, gross, refunds, net
-    <out>/<YYYY-MM-DD>/manifest-<date>.json    row counts and SHA-256 of both files, written last
+    <out>/<D>/settlement-<D>.csv    one row per journal entry (pay, refund, void, reversal)
+    <out>/<D>/settlement-<D>.xlsx   the same rows as a workbook (identifiers as text), totals sheet
+    <out>/<D>/summary-<D>.csv       per merchant, currency and section: count, gross, refunds, net
+    <out>/<D>/manifest-<D>.json     rows, SHA-256 of every file, totals, the chain link; written last
+
+A restatement is version N beside the old files (`settlement-<D>.vN.csv`, ...); a day not over
+yet is exported as `settlement-<D>.provisional.csv`, ... and nothing is recorded.
 
 Rules (why the code looks the way it does):
 - Same ledger, same bytes: rows come in a fixed order, nothing in any file depends on the time
   of the export, and the manifest's JSON keys are sorted.
-- Each journal entry goes into exactly one day's file (exported_entries, primary key entry_id).
-  An entry that arrives after its day was closed goes into the next file as a
-  `prior_day_adjustment` row, counted in its own summary section and named in the manifest.
-- A closed day exported again gives back the original files (regenerated and checked against
-  the stored SHA-256 when they are missing), unless `restate` is asked for.
-- A day that has not ended yet can be exported as `provisional`: the same files, nothing
-  recorded (the transaction is rolled back), replaced by the final files after the day closes.
-- Files are written to a temporary name, fsynced and renamed: never half a file.
-- Spreadsheet safety: every text cell is quoted (ids stay text, leading zeros kept) and a text
-  cell that would start with = + - @ (or tab, CR) is prefixed with an apostrophe. Amounts are
-  positive; `direction` says in or out, so no cell starts with a minus sign.
+- Each journal entry goes into exactly one day's file: an export takes the entries still in
+  `entries_awaiting_file` (filled by a trigger on every new entry) dated before the day's end.
+  Those of earlier days (a late notify, an old day closed late, a backfill) are
+  `prior_day_adjustment` rows, in their own summary section and named in the manifest.
+- The manifest names the previous closed day's manifest and its SHA-256: the series is a chain
+  (`iotledger files verify` walks it). A restatement's manifest names the version it supersedes
+  and the entries added, removed and changed.
+- A closed day exported again gives back its latest files (regenerated and checked against the
+  stored SHA-256 when they are missing), unless `restate` is asked for.
+- Files are written to a temporary name, fsynced and renamed: never half a file; no file a
+  version was handed out under is ever written again.
+- Spreadsheet safety in the CSV: every text cell is quoted (ids stay text) and a text cell that
+  would start with = + - @ (or tab, CR) is prefixed with an apostrophe. Numbers are numbers:
+  `signed_amount_cents`/`signed_amount` are negative for money out and never prefixed.
 """
 
 from __future__ import annotations
@@ -42,17 +49,20 @@ from psycopg.types.json import Jsonb
 from worker import logs
 from worker.errors import IotLedgerError, RetryableError
 from worker.reports.businessday import BusinessDay, business_day
+from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
+from worker.reports.workbook import SettlementWorkbook
 from worker.sqlfiles import q
 
 log = logs.get("worker.reports.export")
 
 COLUMNS = [
-    "settlement_date", "business_date", "record", "local_time", "utc_time", "mch_id", "channel", "pay_type",
-    "pay_order_id", "original_order_id", "mch_order_no", "currency", "direction", "amount_cents", "amount",
-    "card_type", "card_num", "auth_num", "trans_num", "entry_id",
+    "settlement_date", "business_date", "record", "local_time", "utc_time", "pay_succ_time_raw", "mch_id", "channel",
+    "pay_type", "pay_order_id", "original_order_id", "mch_order_no", "currency", "direction", "amount_cents",
+    "amount", "signed_amount_cents", "signed_amount", "card_type", "card_num", "auth_num", "trans_num", "entry_id",
 ]
+NUMBER_COLUMNS = ("amount_cents", "amount", "signed_amount_cents", "signed_amount", "entry_id")
 SUMMARY_COLUMNS = [
-    "settlement_date", "currency", "section", "count", "gross_cents", "refunds_cents", "net_cents", "gross",
+    "settlement_date", "mch_id", "currency", "section", "count", "gross_cents", "refunds_cents", "net_cents", "gross",
     "refunds", "net",
 ]
 SECTIONS = ("business_day", "prior_day_adjustments", "total")
@@ -60,9 +70,9 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 50_000
 NOTE = ("Rows with record=prior_day_adjustment are transactions of an earlier business day (business_date) "
         "that reached the ledger after that day's file was closed; they are settled in this file. "
-        "Amounts are integer cents (amount_cents) and decimal strings (amount), always positive: "
-        "direction 'in' is money IOTPay owes the merchant (pays), 'out' money returned (refunds, voids). "
-        "net = gross - refunds.")
+        "amount_cents/amount are always positive with direction 'in' (money IOTPay owes the merchant: pays) "
+        "or 'out' (money returned: refunds, voids); signed_amount_cents/signed_amount are negative for 'out', "
+        "so summing them gives the net. net = gross - refunds. Totals are per merchant and currency.")
 
 
 class ExportError(IotLedgerError):
@@ -77,7 +87,10 @@ class ExportResult:
     folder: Path
     files: dict[str, Path]
     manifest: dict[str, Any]
-    status: str  # final, provisional, restated, or unchanged (a closed day given back as it was)
+    # final, provisional, restated, unchanged (a closed day given back as it was), restored (its
+    # recorded bytes written again where missing or altered on disk), or no_change (a restate
+    # that would have changed nothing: nothing written)
+    status: str
 
     @property
     def totals(self) -> dict[str, dict[str, int]]:
@@ -86,9 +99,11 @@ class ExportResult:
 
 
 def money_strings(cents: pd.Series) -> pd.Series:
-    """Non-negative integer cents -> '1234.56' strings, vectorised, no float on the way."""
+    """Integer cents -> '1234.56' / '-0.05' strings, vectorised, no float on the way."""
     cents = cents.astype("int64")
-    return (cents // 100).astype(str) + "." + (cents % 100).astype(str).str.zfill(2)
+    magnitude = cents.abs()
+    text = (magnitude // 100).astype(str) + "." + (magnitude % 100).astype(str).str.zfill(2)
+    return text.where(cents >= 0, "-" + text)
 
 
 def defuse(column: pd.Series) -> pd.Series:
@@ -101,14 +116,24 @@ def defuse(column: pd.Series) -> pd.Series:
 
 
 def _frame(rows: list[tuple], names: list[str]) -> pd.DataFrame:
+    """The CSV's frame of raw rows: money as strings beside the cents, text cells defused."""
     df = pd.DataFrame.from_records(rows, columns=names)
-    df["amount_cents"] = df["amount_cents"].astype("int64")
-    df["entry_id"] = df["entry_id"].astype("int64")
+    for col in ("amount_cents", "signed_amount_cents", "entry_id"):
+        df[col] = df[col].astype("int64")
     df["amount"] = money_strings(df["amount_cents"])
+    df["signed_amount"] = money_strings(df["signed_amount_cents"])
     for col in COLUMNS:
-        if col not in ("amount_cents", "entry_id"):
+        if col not in NUMBER_COLUMNS:
             df[col] = defuse(df[col])
     return df[COLUMNS]
+
+
+def _raw(rows: list[tuple], names: list[str]) -> Any:
+    """The same rows for the workbook: raw values in COLUMNS order, money in cents."""
+    index = {n: i for i, n in enumerate(names)}
+    cents = {"amount": index["amount_cents"], "signed_amount": index["signed_amount_cents"]}
+    order = [cents.get(c, index.get(c)) for c in COLUMNS]
+    return ([row[i] for i in order] for row in rows)
 
 
 def _csv_bytes(df: pd.DataFrame, header: bool) -> bytes:
@@ -137,7 +162,30 @@ class _AtomicFile:
         os.fsync(self.fh.fileno())
         self.fh.close()
 
-    def commit(self) -> None:
+    def hash_written(self) -> None:
+        """Fsync and hash a file another library wrote at the temporary name."""
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        data = self.tmp.read_bytes()
+        self.sha = hashlib.sha256(data)
+        self.size = len(data)
+
+    def rewrite(self, data: bytes) -> None:
+        """Replace the (closed) temporary file's content."""
+        with open(self.tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.sha = hashlib.sha256(data)
+        self.size = len(data)
+
+    def commit(self, *, restore: bool = False) -> None:
+        """Rename into place. A file handed out is never overwritten with other bytes, except when
+        `restore` puts back the bytes its manifest recorded."""
+        if not restore and self.target.exists() and ".provisional." not in self.target.name:
+            # a file handed out under this name is never overwritten: only identical bytes may stand
+            if hashlib.sha256(self.target.read_bytes()).hexdigest() != self.sha.hexdigest():
+                raise ExportError(f"{self.target} exists with other content; refusing to overwrite it")
         os.replace(self.tmp, self.target)
 
     def discard(self) -> None:
@@ -155,21 +203,24 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _summary(acc: dict[tuple[str, str], list[int]], day: date) -> pd.DataFrame:
-    rows = []
-    for currency in sorted({c for c, _ in acc}):
+def summary_rows(cur: psycopg.Cursor, day: date) -> list[dict[str, Any]]:
+    """Per merchant, currency and section of one day's file: count and cents (Python integers),
+    with a `total` section per merchant and currency. The one source of the summary CSV, the
+    workbook's totals, the manifest and the daily summary alert."""
+    cur.execute(q("export_summary"), {"day": day})
+    found = {(m, c, sec): (int(n), int(g), int(r)) for m, c, sec, n, g, r in cur.fetchall()}
+    out = []
+    for mch_id, currency in sorted({(m, c) for m, c, _ in found}):
         total = [0, 0, 0]
         for section in SECTIONS[:2]:
-            count, gross, refunds = acc.get((currency, section), [0, 0, 0])
-            total = [total[0] + count, total[1] + gross, total[2] + refunds]
-            if count or section == "business_day":
-                rows.append([str(day), currency, section, count, gross, refunds, gross - refunds])
-        rows.append([str(day), currency, "total", *total, total[1] - total[2]])
-    # totals stay Python integers (object columns): a sum never wraps as an int64 would
-    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS[:7], dtype=object)
-    for name in ("gross", "refunds", "net"):
-        df[name] = df[f"{name}_cents"].map(_accounting)
-    return df[SUMMARY_COLUMNS]
+            n, g, r = found.get((mch_id, currency, section), (0, 0, 0))
+            total = [total[0] + n, total[1] + g, total[2] + r]
+            if n or section == "business_day":
+                out.append({"mch_id": mch_id, "currency": currency, "section": section, "count": n,
+                            "gross_cents": g, "refunds_cents": r, "net_cents": g - r})
+        out.append({"mch_id": mch_id, "currency": currency, "section": "total", "count": total[0],
+                    "gross_cents": total[1], "refunds_cents": total[2], "net_cents": total[1] - total[2]})
+    return out
 
 
 def _accounting(cents: int) -> str:
@@ -178,36 +229,58 @@ def _accounting(cents: int) -> str:
     return f"({whole}.{frac:02d})" if cents < 0 else f"{whole}.{frac:02d}"
 
 
-def _accumulate(acc: dict[tuple[str, str], list[int]], df: pd.DataFrame) -> None:
-    section = df["record"].map({"transaction": "business_day", "prior_day_adjustment": "prior_day_adjustments"})
-    cents = df["amount_cents"].astype(object)  # Python integers: sums never wrap
-    inflow = cents.where(df["direction"] == "in", 0)
-    outflow = cents.where(df["direction"] == "out", 0)
-    g = pd.DataFrame({"currency": df["currency"], "section": section, "n": 1, "in": inflow, "out": outflow})
-    for (currency, sec), row in g.groupby(["currency", "section"], sort=True)[["n", "in", "out"]].sum().iterrows():
-        slot = acc.setdefault((currency, sec), [0, 0, 0])
-        slot[0] += int(row["n"])
-        slot[1] += int(row["in"])
-        slot[2] += int(row["out"])
+def _summary_frame(rows: list[dict[str, Any]], day: date) -> pd.DataFrame:
+    # totals stay Python integers (object columns): a sum never wraps as an int64 would
+    df = pd.DataFrame([{"settlement_date": str(day), **r} for r in rows],
+                      columns=SUMMARY_COLUMNS[:8], dtype=object)
+    for name in ("gross", "refunds", "net"):
+        df[name] = df[f"{name}_cents"].map(_accounting)
+    for col in ("mch_id", "currency", "section"):
+        df[col] = defuse(df[col])
+    return df[SUMMARY_COLUMNS]
 
 
-def _names(day: date) -> dict[str, str]:
-    return {"settlement": f"settlement-{day}.csv", "summary": f"summary-{day}.csv", "manifest": f"manifest-{day}.json"}
+def _accumulate(acc: dict[str, list[int]], df: pd.DataFrame) -> None:
+    """Count and signed net per currency of the rows written, in Python integers (never int64 sums)."""
+    signed = df["signed_amount_cents"].astype(object)
+    for currency, part in signed.groupby(df["currency"].astype(str).str.lstrip("'"), sort=True):
+        slot = acc.setdefault(currency, [0, 0])
+        slot[0] += len(part)
+        slot[1] += sum(int(v) for v in part)
 
 
-def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str, version: int
-                 ) -> tuple[dict[str, Any], list[_AtomicFile]]:
+def _by_currency(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["section"] != "total":
+            continue
+        t = totals.setdefault(r["currency"], {"count": 0, "gross_cents": 0, "refunds_cents": 0, "net_cents": 0})
+        for k in t:
+            t[k] += r[k]
+    return totals
+
+
+def file_names(day: date, version: int = 1, status: str = "final") -> dict[str, str]:
+    """The names of one version of a day's files: `.vN` from version 2, `.provisional` before the day ends."""
+    suffix = ".provisional" if status == "provisional" else (f".v{version}" if version > 1 else "")
+    return {"settlement": f"settlement-{day}{suffix}.csv", "workbook": f"settlement-{day}{suffix}.xlsx",
+            "summary": f"summary-{day}{suffix}.csv", "manifest": f"manifest-{day}{suffix}.json"}
+
+
+def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str, version: int,
+                 links: dict[str, Any]) -> tuple[dict[str, Any], list[_AtomicFile]]:
     """Stream the day's rows from exported_entries into temporary files; return the manifest and the files."""
-    names = _names(bd.day)
+    names = file_names(bd.day, version, status)
     folder.mkdir(parents=True, exist_ok=True)
-    files = [_AtomicFile(folder / names["settlement"]), _AtomicFile(folder / names["summary"]),
-             _AtomicFile(folder / names["manifest"])]
-    settle, summary, manifest_file = files
+    settle, workbook_file, summary, manifest_file = files = [
+        _AtomicFile(folder / names[k]) for k in ("settlement", "workbook", "summary", "manifest")]
     try:
+        workbook_file.fh.close()  # XlsxWriter writes the file itself, at close
+        book = SettlementWorkbook(workbook_file.tmp, COLUMNS, bd.day)
         cur.execute(q("export_session_tz"), {"tz": bd.tz_name})
-        acc: dict[tuple[str, str], list[int]] = {}
-        rows_out = 0
+        rows_out = n_adj = 0
         adjustment_dates: set[str] = set()
+        written: dict[str, list[int]] = {}
         settle.write(_csv_bytes(pd.DataFrame(columns=COLUMNS), header=True))
         with cur.connection.cursor(name=f"export_{bd.day:%Y%m%d}") as rows_cur:
             rows_cur.itersize = CHUNK_ROWS
@@ -221,22 +294,20 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
                     break
                 df = _frame(chunk, names_sql)
                 settle.write(_csv_bytes(df, header=False))
-                _accumulate(acc, df)
+                _accumulate(written, df)
+                if rows_out + len(chunk) <= MAX_WORKBOOK_ROWS:
+                    book.add(_raw(chunk, names_sql))
                 rows_out += len(df)
                 adj = df.loc[df["record"] == "prior_day_adjustment", "business_date"]
+                n_adj += len(adj)
                 adjustment_dates.update(adj.unique().tolist())
         settle.close()
-        summary_df = _summary(acc, bd.day)
+        totals = summary_rows(cur, bd.day)
+        summary_df = _summary_frame(totals, bd.day)
         summary.write(_csv_bytes(summary_df, header=True))
         summary.close()
-        totals = {}
-        for (currency, _), (count, gross, refunds) in sorted(acc.items()):
-            t = totals.setdefault(currency, {"count": 0, "gross_cents": 0, "refunds_cents": 0, "net_cents": 0})
-            t["count"] += count
-            t["gross_cents"] += gross
-            t["refunds_cents"] += refunds
-            t["net_cents"] += gross - refunds
-        n_adj = sum(v[0] for (c, s), v in acc.items() if s == "prior_day_adjustments")
+        book.close(totals)
+        workbook_file.hash_written()
         manifest = {
             "settlement_date": str(bd.day),
             "timezone": bd.tz_name,
@@ -248,12 +319,20 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
             "files": {
                 names["settlement"]: {"rows": rows_out, "sha256": settle.sha.hexdigest(), "bytes": settle.size},
                 names["summary"]: {"rows": len(summary_df), "sha256": summary.sha.hexdigest(), "bytes": summary.size},
+                names["workbook"]: {"rows": min(rows_out, MAX_WORKBOOK_ROWS), "sha256": workbook_file.sha.hexdigest(),
+                                    "bytes": workbook_file.size, "complete": rows_out <= MAX_WORKBOOK_ROWS},
             },
             "rows": {"business_day": rows_out - n_adj, "prior_day_adjustments": n_adj},
             "prior_day_adjustment_dates": sorted(adjustment_dates),
-            "totals": totals,
+            "totals": _by_currency(totals),
+            "totals_by_merchant": [r for r in totals if r["section"] == "total"],
             "note": NOTE,
+            **links,
         }
+        csv_totals = {c: [t["count"], t["net_cents"]] for c, t in manifest["totals"].items()}
+        if written != csv_totals:
+            raise ExportError(f"{bd.day}: the CSV rows {written} do not add up to the summary {csv_totals}; "
+                              "nothing written")
         manifest_file.write(manifest_bytes(manifest))
         manifest_file.close()
         return manifest, files
@@ -268,21 +347,50 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _matches(folder: Path, manifest: dict[str, Any]) -> bool:
-    names = _names(date.fromisoformat(manifest["settlement_date"]))
+def manifest_name(manifest: dict[str, Any]) -> str:
+    """The file name a stored manifest was written under."""
+    return file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"], manifest["status"])["manifest"]
+
+
+def matches(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """What on disk differs from a stored manifest (empty: the files prove themselves)."""
+    problems = []
+    name = manifest_name(manifest)
     try:
-        if (folder / names["manifest"]).read_bytes() != manifest_bytes(manifest):
-            return False
-        return all(hashlib.sha256((folder / name).read_bytes()).hexdigest() == meta["sha256"]
-                   for name, meta in manifest["files"].items())
+        if (folder / name).read_bytes() != manifest_bytes(manifest):
+            problems.append(f"{name}: differs from the manifest recorded in the database")
     except FileNotFoundError:
-        return False
+        problems.append(f"{name}: missing")
+    for fname, meta in sorted(manifest["files"].items()):
+        try:
+            if hashlib.sha256((folder / fname).read_bytes()).hexdigest() != meta["sha256"]:
+                problems.append(f"{fname}: SHA-256 differs from its manifest")
+        except FileNotFoundError:
+            problems.append(f"{fname}: missing")
+    return problems
 
 
-def _commit_files(files: list[_AtomicFile], folder: Path) -> None:
+def _commit_files(files: list[_AtomicFile], folder: Path, *, restore: bool = False) -> None:
     for f in files:  # the manifest is last in the list: a reader that finds it finds whole files
-        f.commit()
+        f.commit(restore=restore)
     _fsync_dir(folder)
+
+
+def csv_rows_by_entry(path: Path) -> dict[str, dict[str, str]] | None:
+    """A settlement CSV's rows keyed by entry_id (None when the file is missing)."""
+    try:
+        return {r["entry_id"]: r for r in read_rows(path)}
+    except FileNotFoundError:
+        return None
+
+
+def _changes(old: dict[str, dict[str, str]] | None, new: dict[str, dict[str, str]]) -> dict[str, Any]:
+    if old is None:
+        return {"known": False, "note": "the superseded settlement file is missing: changes cannot be listed"}
+    changed = sorted((k for k in old.keys() & new.keys() if old[k] != new[k]), key=int)
+    return {"known": True, "added": sorted(new.keys() - old.keys(), key=int),
+            "removed": sorted(old.keys() - new.keys(), key=int), "changed": changed,
+            "fields_changed": {k: sorted(f for f in new[k] if new[k][f] != old[k].get(f)) for k in changed}}
 
 
 def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path, *, restate: bool = False,
@@ -290,8 +398,10 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     """Write (or give back) the settlement files of one business day.
 
     A day that has ended is closed by its first export; a day not ended yet is exported as
-    provisional and nothing is recorded. Raises ExportError when a closed day's files cannot
-    be reproduced byte for byte (ask for `restate`), RetryableError when PostgreSQL is down.
+    provisional and nothing is recorded. A restate writes version N+1 beside the old files, or
+    nothing when nothing would change (status `no_change`). Raises ExportError when a closed
+    day's files cannot be reproduced byte for byte (ask for `restate`), RetryableError when
+    PostgreSQL is down.
     """
     now = now or datetime.now(timezone.utc)
     bd = business_day(day, tz)
@@ -306,26 +416,46 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
             window = {"day": day, "tz": bd.tz_name, "start": bd.start, "end": bd.end}
             if record is not None and not restate:
                 stored = record[3]
-                if _matches(folder, stored):
-                    return ExportResult(bd, folder, _paths(folder, day), stored, "unchanged")
-                manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"])
+                problems = matches(folder, stored)
+                if not problems:
+                    return ExportResult(bd, folder, _paths(folder, stored), stored, "unchanged")
+                links = {k: stored[k] for k in LINK_KEYS if k in stored}
+                manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links)
                 if manifest != stored:
                     raise ExportError(
                         f"{day} was closed with other content than the ledger now gives "
                         f"(stored sha256 {_shas(stored)}, now {_shas(manifest)}); use --restate to write a new version"
                     )
-                status = "unchanged"
+                status = "restored"  # the recorded bytes, written again where missing or altered on disk
+                log.warning("export.restored", settlement_date=str(day), problems=problems)
             else:
                 if restate and not closed:
                     raise ExportError(f"{day} has not ended in {bd.tz_name}: nothing to restate yet")
                 version = record[2] + 1 if record is not None else 1
                 cur.execute(q("export_assign"), {**window, "with_prior": record is None})
+                assigned = cur.rowcount
                 status = "provisional" if not closed else ("restated" if record is not None else "final")
-                manifest, files = _write_files(cur, bd, folder, status, version)
+                links = _links(cur, day, record[3] if record is not None else None)
+                manifest, files = _write_files(cur, bd, folder, status, version, links)
+                if record is not None:
+                    old = record[3]
+                    new_rows = csv_rows_by_entry(files[0].tmp) or {}
+                    old_rows = csv_rows_by_entry(folder / file_names(day, old["version"], old["status"])["settlement"])
+                    changes = _changes(old_rows, new_rows)
+                    if not assigned and changes.get("known") and not (changes["added"] or changes["removed"]
+                                                                       or changes["changed"]):
+                        for f in files:
+                            f.discard()
+                        raise psycopg.Rollback(txn)  # nothing would change: nothing is written
+                    manifest["changes"] = changes
+                    files[-1].rewrite(manifest_bytes(manifest))
                 _check_adds_up(cur, day, manifest)
                 if closed:
                     cur.execute(q("export_save"), {"day": day, "tz": bd.tz_name, "version": version,
                                                    "manifest": Jsonb(manifest)})
+                    cur.execute(q("export_file_version"), {
+                        "day": day, "version": version, "status": status, "manifest_name": files[-1].target.name,
+                        "manifest_sha256": files[-1].sha.hexdigest(), "manifest": Jsonb(manifest)})
                 else:
                     raise psycopg.Rollback(txn)  # provisional: files written, nothing recorded
     except psycopg.OperationalError as exc:
@@ -336,10 +466,29 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
         for f in files:
             f.discard()
         raise
-    _commit_files(files, folder)
+    if restate and record is not None and files and not files[0].tmp.exists():
+        stored = record[3]
+        log.info("export.no_change", settlement_date=str(day), version=stored["version"])
+        return ExportResult(bd, folder, _paths(folder, stored), stored, "no_change")
+    _commit_files(files, folder, restore=status == "restored")
     log.info("export.written", settlement_date=str(day), status=status, folder=str(folder),
              rows=manifest["rows"], version=manifest["version"])
-    return ExportResult(bd, folder, _paths(folder, day), manifest, status)
+    return ExportResult(bd, folder, _paths(folder, manifest), manifest, status)
+
+
+LINK_KEYS = ("previous_manifest", "supersedes")
+
+
+def _links(cur: psycopg.Cursor, day: date, superseded: dict[str, Any] | None) -> dict[str, Any]:
+    """The chain link (the previous closed day's newest manifest) and, for a restate, what it supersedes."""
+    cur.execute(q("export_previous_manifest"), {"day": day})
+    prev = cur.fetchone()
+    links: dict[str, Any] = {"previous_manifest": None if prev is None else {
+        "settlement_date": str(prev[0]), "version": prev[1], "name": prev[2], "sha256": prev[3]}}
+    if superseded is not None:
+        links["supersedes"] = {"version": superseded["version"], "name": manifest_name(superseded),
+                               "sha256": hashlib.sha256(manifest_bytes(superseded)).hexdigest()}
+    return links
 
 
 def _check_adds_up(cur: psycopg.Cursor, day: date, manifest: dict[str, Any]) -> None:
@@ -351,8 +500,9 @@ def _check_adds_up(cur: psycopg.Cursor, day: date, manifest: dict[str, Any]) -> 
         raise ExportError(f"{day}: the files do not add up to the ledger (files {files}, ledger {ledger}); nothing written")
 
 
-def _paths(folder: Path, day: date) -> dict[str, Path]:
-    return {k: folder / v for k, v in _names(day).items()}
+def _paths(folder: Path, manifest: dict[str, Any]) -> dict[str, Path]:
+    names = file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"], manifest["status"])
+    return {k: folder / v for k, v in names.items()}
 
 
 def _shas(manifest: dict[str, Any]) -> str:

@@ -61,6 +61,10 @@ class ReconcileResult:
     fingerprint: str
     new_alerts: int
     expected_orders_checked: bool
+    skipped: tuple[dict[str, str], ...] = ()
+    totals: tuple[dict[str, Any], ...] = ()
+    matched: int = 0
+    expected: int = 0
 
     @property
     def ok(self) -> bool:
@@ -74,6 +78,9 @@ class ReconcileResult:
                 "hours": self.day.hours, "mismatchCount": len(self.mismatches), "counts": self.counts,
                 "fingerprint": self.fingerprint, "newAlerts": self.new_alerts,
                 "expectedOrdersChecked": self.expected_orders_checked,
+                "skipped": list(self.skipped), "totals": [
+                    {**t, "net_cents": int(t["paid_cents"]) - int(t["refunded_cents"])} for t in self.totals],
+                "expectedOrders": self.expected, "matched": self.matched,
                 "mismatches": [m.to_json() for m in self.mismatches]}
 
 
@@ -100,7 +107,9 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
             run = cur.fetchone()
             cur.execute(q("reconcile_mismatches_of_run"), {"run_id": run_id})
             rows = cur.fetchall()
-            new_alerts = raise_rows(cur, sink, "alerts_from_run", {"run_id": run_id})
+            skipped = tuple(dict(r) for r in cur.execute(q("reconcile_skipped"), window).fetchall())
+            facts = cur.execute(q("reconcile_day_facts"), window).fetchone()
+            new_alerts = raise_rows(cur, sink, "alerts_from_run", {"run_id": run_id, "per_class": sink.per_class})
     except psycopg.OperationalError as exc:
         raise RetryableError(f"PostgreSQL unavailable while reconciling {day}: {exc}") from exc
     finally:
@@ -112,4 +121,5 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
     )
     if not has_expected:
         log.warning("reconcile.no_expected_orders", reason="table expected_orders missing; merchant side not compared")
-    return ReconcileResult(run_id, bd, mismatches, dict(run["counts"]), run["fingerprint"], new_alerts, has_expected)
+    return ReconcileResult(run_id, bd, mismatches, dict(run["counts"]), run["fingerprint"], new_alerts, has_expected,
+                           skipped, tuple(facts["totals"]), int(facts["matched"]), int(facts["expected"]))
