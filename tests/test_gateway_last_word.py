@@ -496,3 +496,48 @@ def test_reconcile_and_export_exit_0_on_a_day_of_the_largest_allowed_amounts(db_
     chk = subprocess.run([*cmd, "check", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert chk.returncode == 0, chk.stderr[-2000:]
     assert json.loads(chk.stdout)["currencies"]["CAD"]["net"] == gross - refunds
+
+
+# ------------------------------------------------------------------ found in review
+
+def test_a_pay_with_the_id_of_a_parked_refund_is_a_conflict_not_a_replacement(conn):
+    assert post(conn, v3_refund("X30", "P30", 700)).outcome is Outcome.PARKED
+    assert post(conn, v3_pay("X30", 700)).outcome is Outcome.CONFLICT
+    assert order_state(conn, "X30")[0] == "parked"
+    released = post(conn, v3_pay("P30", 1000)).released
+    assert [r.outcome for r in released] == [Outcome.POSTED]
+    assert entries(conn) == [("P30", "pay", 1000, None), ("X30", "refund", 700, "P30")]
+
+
+def test_a_pending_order_moving_to_another_merchant_is_a_conflict(conn):
+    from tests.factories import KEY2, MCH2
+
+    post(conn, v3_pay("PC1", 1000, status=0))
+    assert post(conn, v3_pay("PC1", 1000, mch=MCH2, key=KEY2)).outcome is Outcome.CONFLICT
+    assert entries(conn) == []
+
+
+def test_a_refund_failed_after_its_success_is_not_reposted_by_a_resent_success(conn):
+    post(conn, v3_refund("R10", "P10", 500))
+    assert post(conn, v3_refund("R10", "P10", 500, status=4)).outcome is Outcome.FAILED
+    again = post(conn, v3_refund("R10", "P10", 500))  # IOTPay re-sends the old success notify
+    assert again.outcome is Outcome.STATUS_REGRESSION
+    assert order_state(conn, "R10")[0] == "failed"
+    assert post(conn, v3_pay("P10", 1000)).released == ()
+    assert refundable(conn, "P10") == (0, 1000)
+    assert [(r["recorded_status"], r["received_status"]) for r in _regressions(conn)] == [(2, 4), (4, 2)]
+
+
+def test_the_sweep_settles_a_merchant_order_by_its_posted_pay_not_a_failed_one(env_factory, db_url):  # noqa: F811
+    env = env_factory(policy=NotifyPolicy(seed=16, drop_rate=1.0))
+    now = datetime.now(timezone.utc)
+    with psycopg.connect(db_url) as conn:
+        for oid, status in (("F20", 9), ("P20", 2), ("F21", 9)):
+            assert post_sim(conn, v3_pay(oid, 800, mch="M1", mch_order_no="MO-20", status=status)).outcome in (
+                Outcome.FAILED, Outcome.POSTED)
+    env.expect({"mchId": "M1", "mchOrderNo": "MO-20", "amount": 800, "currency": "CAD", "channel": "PF_CC"},
+               now - timedelta(minutes=5))
+    report = env.sweep(now)
+    assert report.settled == 1 and env.queries() == 0
+    row = expected_row(db_url, "MO-20")
+    assert (row["resolution"], row["pay_order_id"]) == ("paid", "P20")
