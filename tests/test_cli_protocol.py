@@ -50,14 +50,14 @@ def test_verify_with_mch_id_uses_configured_keys():
     r = cli.run("verify", stdin=json.dumps({**vec["payload"], "sign": vec["sign"]}), env=env)
     assert r.returncode == 0, r.stderr
     r = cli.run("verify", "--mch-id", "999", stdin=json.dumps({**vec["payload"], "sign": vec["sign"]}), env=env)
-    assert r.returncode == 1 and "unknown merchant" in r.stderr
+    assert r.returncode == 2 and "unknown merchant" in r.stderr  # a usage mistake, not an invalid sign
 
 
 def test_bad_stdin_is_explained(monkeypatch, capsys):
     code, _, err = _main(monkeypatch, capsys, ["sign", "--key", "k"], "[1]")
     assert code == 2 and "one JSON object" in err
     code, _, err = _main(monkeypatch, capsys, ["verify", "--key", "k"], "{bad")
-    assert code == 1 and "not valid JSON" in err
+    assert code == 2 and "not valid JSON" in err
 
 
 def test_every_command_has_useful_help():

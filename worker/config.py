@@ -54,6 +54,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default, 1)
+    if value > 65535:
+        raise ConfigError(name, f"must be a port between 1 and 65535, got {value}")
+    return value
+
+
 def _max_amount(env: Mapping[str, str]) -> int:
     value = _int(env, "IOTLEDGER_MAX_AMOUNT_CENTS", DEFAULT_MAX_AMOUNT_CENTS, 1)
     if value > MAX_AMOUNT_LIMIT:
@@ -135,7 +142,7 @@ class Settings:
             settlement_tz=_zone(env, "IOTLEDGER_SETTLEMENT_TZ", DEFAULT_SETTLEMENT_TZ),
             max_body_bytes=_int(env, "IOTLEDGER_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024),
             web_host=env.get("IOTLEDGER_WEB_HOST") or DEFAULT_WEB_HOST,
-            web_port=_int(env, "PORT", _int(env, "IOTLEDGER_WEB_PORT", DEFAULT_WEB_PORT, 1), 1),
+            web_port=_port(env, "PORT", _port(env, "IOTLEDGER_WEB_PORT", DEFAULT_WEB_PORT)),
             web_workers=_int(env, "IOTLEDGER_WEB_WORKERS", DEFAULT_WEB_WORKERS, 1),
             worker_processes=_int(env, "IOTLEDGER_WORKER_PROCESSES", DEFAULT_WORKER_PROCESSES, 1),
             worker_threads=_int(env, "IOTLEDGER_WORKER_THREADS", DEFAULT_WORKER_THREADS, 1),

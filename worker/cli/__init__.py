@@ -11,9 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import psycopg
+
 from worker.cli import admin, gateway, ledger, pipeline, protocol, reports
 from worker.cli.context import app_settings
-from worker.errors import ConfigError, RetryableError
+from worker.errors import ConfigError, PermanentError, RetryableError
+from worker.migrations import MigrationError
 
 MODULES = [admin, protocol, ledger, pipeline, gateway, reports]
 
@@ -45,8 +48,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetryableError as exc:
         print(f"iotledger: service unavailable: {exc}", file=sys.stderr)
         return 3
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
+        db = _database_name()
+        print(f"iotledger: database {db} has no ledger schema or an older one ({exc.diag.message_primary}): "
+              f"run iotledger migrate", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"iotledger: service unavailable: PostgreSQL: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 3
+    except MigrationError as exc:
+        print(f"iotledger: migrations: {exc}", file=sys.stderr)
+        return 2
+    except PermanentError as exc:
+        print(f"iotledger {getattr(args, 'command', '')}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"iotledger {getattr(args, 'command', '')}: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _database_name() -> str:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        from worker.cli.context import app_endpoints
+
+        info = conninfo_to_dict(app_endpoints().database_url)
+        return repr(f"{info.get('dbname', '?')} on {info.get('host') or 'localhost'}")
+    except Exception:  # noqa: BLE001 - only for the message
+        return "(the configured one)"
 
 
 if __name__ == "__main__":  # pragma: no cover

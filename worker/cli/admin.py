@@ -40,11 +40,18 @@ def procfile_path() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    procfile = procfile_path()
+    names = [line.split(":", 1)[0].strip() for line in procfile.read_text().splitlines()
+             if ":" in line and not line.lstrip().startswith("#")]
+    unknown = [p for p in args.processes or [] if p not in names]
+    if unknown:
+        print(f"iotledger run: no process {', '.join(map(repr, unknown))} in {procfile} (known: {', '.join(names)})",
+              file=sys.stderr)
+        return 2
     ep = app_endpoints()
     migrate(ep.database_url)
     env = dict(os.environ, DATABASE_URL=ep.database_url, REDIS_URL=ep.redis_url)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    procfile = procfile_path()
     print(f"services: {ep.database_url} {ep.redis_url}; starting {procfile} (Ctrl-C stops)", file=sys.stderr)
     port = str(app_settings().web_port)  # honcho would otherwise hand the web process PORT=5000
     cmd = [sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(procfile.parent), "start", "-p", port]

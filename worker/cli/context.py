@@ -12,6 +12,9 @@ from worker.errors import RetryableError
 from worker.services import Endpoints, endpoints
 
 
+CONNECT_TIMEOUT_S = 5  # a command with PostgreSQL down fails within seconds
+
+
 @lru_cache(maxsize=1)
 def app_settings() -> Settings:
     """Settings read once, with logging configured to redact the merchants' keys."""
@@ -29,6 +32,6 @@ def app_endpoints() -> Endpoints:
 def connect(autocommit: bool = False) -> psycopg.Connection:
     """A new connection to the configured database. Raises RetryableError when it is down."""
     try:
-        return psycopg.connect(app_endpoints().database_url, autocommit=autocommit)
+        return psycopg.connect(app_endpoints().database_url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.OperationalError as exc:
         raise RetryableError(f"PostgreSQL unavailable: {exc}".strip()) from exc

@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from worker.cli import argtypes
 from worker.cli.context import app_endpoints, app_settings, connect
 from worker.errors import PermanentError
 
@@ -88,6 +89,9 @@ def _record_rows(command: str, noun: str, rows: list[dict[str, Any]], parse: Any
 def cmd_expect(args: argparse.Namespace) -> int:
     from worker.gateway.expected import ExpectedOrder, record
 
+    if not args.file and not (args.mch_id and args.mch_order_no and args.amount and args.channel):
+        print("iotledger expect: give --file F, or --mch-id, --mch-order-no, --amount and --channel", file=sys.stderr)
+        return 2
     return _record_rows("expect", "order", _expect_rows(args), ExpectedOrder.from_dict, record, bool(args.file))
 
 
@@ -96,6 +100,10 @@ def cmd_expect_refund(args: argparse.Namespace) -> int:
 
     if args.file:
         rows = _expect_rows(args)
+    elif not (args.mch_id and args.mch_refund_no and args.original_order_id and args.amount):
+        print("iotledger expect-refund: give --file F, or --mch-id, --mch-refund-no, --original-order-id and --amount",
+              file=sys.stderr)
+        return 2
     else:
         row = {"mchId": args.mch_id, "mchRefundNo": args.mch_refund_no, "originalOrderId": args.original_order_id,
                "amount": args.amount, "currency": args.currency, "requestedAt": args.requested_at}
@@ -110,6 +118,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from worker.gateway.sweep import open_pool, sweep_for, sweep_once
 
     settings = app_settings()
+    connect().close()  # PostgreSQL down: fail in seconds, not after the pool's wait
     schedule = Schedule(give_up_after=timedelta(seconds=settings.sweep_give_up_seconds))
     limiter = RateLimiter(settings.query_rate_per_second)
     pool = open_pool(app_endpoints().database_url, args.concurrency)
@@ -138,8 +147,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "worker/simulator/__init__.py (create orders in any status, complete or fail them, trigger notifies).",
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8900)
-    p.add_argument("--threads", type=int, default=16, help="gunicorn threads (default 16)")
+    p.add_argument("--port", type=argtypes.port, default=8900)
+    p.add_argument("--threads", type=argtypes.positive_int, default=16, help="gunicorn threads (default 16)")
     p.add_argument("--merchant", action="append", metavar="MCH_ID:KEY[:LOGIN]", help="accept this merchant too")
     p.add_argument("--seed", type=int, default=0, help="seed for ids and notify misbehaviour (reproducible)")
     p.add_argument("--drop-rate", type=float, default=0.0, help="probability a notify is never sent")
@@ -162,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mch-id")
     p.add_argument("--mch-order-no")
     p.add_argument("--pay-order-id")
-    p.add_argument("--amount", type=int, help="integer cents")
+    p.add_argument("--amount", type=argtypes.positive_int, help="integer cents")
     p.add_argument("--currency", default=None, help="CAD (default) or USD")
     p.add_argument("--channel", help="PF_CC, UPI_EX (V3), WX_APP, ALIPAY_MOBILE, CC_PAX... (v1)")
     p.add_argument("--created-at", help="ISO-8601 with zone (default now)")
@@ -182,7 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mch-id")
     p.add_argument("--mch-refund-no")
     p.add_argument("--original-order-id", help="the pay order being refunded")
-    p.add_argument("--amount", type=int, help="integer cents")
+    p.add_argument("--amount", type=argtypes.positive_int, help="integer cents")
     p.add_argument("--currency", default=None, help="CAD (default) or USD")
     p.add_argument("--requested-at", help="ISO-8601 with zone (default now)")
     p.set_defaults(func=cmd_expect_refund)
@@ -194,7 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "next query is due (POS orders are polled every 2 s in their first minute). Prints one JSON line of "
         "counts per pass. Give-ups are logged as sweep.gave_up and kept in expected_orders.gave_up_at.",
     )
-    p.add_argument("--concurrency", type=int, default=8, help="queries in flight at once (default 8)")
+    p.add_argument("--concurrency", type=argtypes.positive_int, default=8, help="queries in flight at once (default 8)")
     p.add_argument("--for", dest="for_seconds", type=float, default=0.0, metavar="SECONDS",
                    help="keep sweeping this long (e.g. 55 from a once-a-minute clock)")
     p.set_defaults(func=cmd_sweep)

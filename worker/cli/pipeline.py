@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from worker.cli import argtypes
 from worker.cli.context import app_endpoints, app_settings, connect
 from worker.pipeline import inbox
 
@@ -106,6 +107,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = app_settings()
     with connect() as conn:
         ids = list(args.ids) if args.ids else inbox.ids_in_state(conn, args.state)
+        missing = [i for i in ids if inbox.load(conn, i) is None]
+        conn.rollback()
+        if missing:
+            print(f"iotledger replay: no inbox row {', '.join(map(str, missing))} (see iotledger inbox)", file=sys.stderr)
+            return 2
         results = replay(conn, ids, settings)
     bad = 0
     for inbox_id, res in zip(ids, results):
@@ -125,16 +131,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the ingress under gunicorn. Defaults from IOTLEDGER_WEB_HOST, PORT / "
                        "IOTLEDGER_WEB_PORT, IOTLEDGER_WEB_WORKERS; other gunicorn options via GUNICORN_CMD_ARGS.")
     p.add_argument("--host", help="address to bind (default: IOTLEDGER_WEB_HOST)")
-    p.add_argument("--port", type=int, help="port to bind (default: PORT or IOTLEDGER_WEB_PORT)")
-    p.add_argument("--workers", type=int, help="gunicorn worker processes (default: IOTLEDGER_WEB_WORKERS)")
+    p.add_argument("--port", type=argtypes.port, help="port to bind (default: PORT or IOTLEDGER_WEB_PORT)")
+    p.add_argument("--workers", type=argtypes.positive_int, help="gunicorn worker processes (default: IOTLEDGER_WEB_WORKERS)")
     p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("worker", help="run the dramatiq workers that post inbox rows to the ledger",
                        description="Run dramatiq on the queue IOTLEDGER_QUEUE. Its Prometheus metrics are served on "
                        "dramatiq_prom_port (default 9191) and, on the same host, by the web's /metrics.")
-    p.add_argument("--processes", type=int, help="worker processes (default: IOTLEDGER_WORKER_PROCESSES)")
-    p.add_argument("--threads", type=int, help="threads per process (default: IOTLEDGER_WORKER_THREADS)")
-    p.add_argument("--metrics-port", type=int, help="port of dramatiq's metrics server (default: dramatiq_prom_port or 9191)")
+    p.add_argument("--processes", type=argtypes.positive_int, help="worker processes (default: IOTLEDGER_WORKER_PROCESSES)")
+    p.add_argument("--threads", type=argtypes.positive_int, help="threads per process (default: IOTLEDGER_WORKER_THREADS)")
+    p.add_argument("--metrics-port", type=argtypes.port, help="port of dramatiq's metrics server (default: dramatiq_prom_port or 9191)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("redrive", help="queue again the inbox rows not done after IOTLEDGER_REDRIVE_AFTER_SECONDS",
@@ -145,12 +151,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="List stored notifies with their state, outcome and reason (bodies are not shown).")
     p.add_argument("--state", choices=inbox.STATES, help="only rows in this state")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
-    p.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
+    p.add_argument("--limit", type=argtypes.positive_int, default=1000, help="at most this many rows (default 1000)")
     p.set_defaults(func=cmd_inbox)
 
     p = sub.add_parser("replay", help="process inbox rows again (by id, or every row in a state)",
                        description="Post inbox rows again now, in this process. A row that already posted posts "
                        "nothing new. Exit 1 when a row fails again.")
-    p.add_argument("ids", nargs="*", type=int, metavar="ID", help="inbox ids")
+    p.add_argument("ids", nargs="*", type=argtypes.positive_int, metavar="ID", help="inbox ids")
     p.add_argument("--state", choices=inbox.STATES, help="every row in this state (e.g. failed, dead)")
     p.set_defaults(func=cmd_replay)

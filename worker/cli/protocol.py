@@ -45,7 +45,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         params = _read_object()
-        signature.verify(params, _keys(args, params))
+        keys = _keys(args, params)
+    except PermanentError as exc:  # no object or no key: a usage mistake, not an invalid sign
+        print(f"iotledger verify: {exc}", file=sys.stderr)
+        return 2
+    try:
+        signature.verify(params, keys)
     except PermanentError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1

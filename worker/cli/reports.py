@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from worker import logs
+from worker.cli import argtypes
 from worker.cli.context import app_endpoints, app_settings, connect
 from worker.errors import PermanentError
 from worker.reports.alerts import AlertSink, money
@@ -138,8 +139,11 @@ def cmd_clock(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.reports.demo import DemoError, run_demo, summary
+    from worker.reports.demo import MIN_ORDERS, DemoError, run_demo, summary
 
+    if args.orders < MIN_ORDERS:
+        print(f"iotledger demo: --orders: at least {MIN_ORDERS}, got {args.orders}", file=sys.stderr)
+        return 2
     s = app_settings()
     ep = app_endpoints()
     # the demo narrates with a progress bar and a summary; its processes log to files, and the
@@ -233,7 +237,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reconcile it, export its settlement files and print what happened. Exit 0 when all went as planned.",
     )
     p.add_argument("--out", metavar="DIR", default="reports", help="settlement files folder (default: ./reports)")
-    p.add_argument("--orders", type=int, default=24, help="card and WeChat pays to play (default 24, at least 8)")
+    p.add_argument("--orders", type=argtypes.positive_int, default=24, help="card and WeChat pays to play (default 24, at least 8)")
     p.add_argument("--seed", type=int, default=7, help="simulator seed (duplicates and delays are reproducible)")
     p.add_argument("--in-place", action="store_true",
                    help="use DATABASE_URL's database as it is (empty and migrated) instead of creating a new one")

@@ -144,9 +144,11 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
         if state in SETTLED:  # something was booked or refused on this content: it stands
             if not success:
                 return _regression(cur, n, existing, source)
+            if state == "rejected":  # the same refused notify again: refused again, for its first reason
+                return PostResult(Outcome.REJECTED, n.pay_order_id, existing["reason"])
             if state == "posted" and source == "query":
                 _compare_refundable(cur, n)
-            return PostResult(Outcome.DUPLICATE, n.pay_order_id, existing["reason"] or f"already {state}")
+            return PostResult(Outcome.DUPLICATE, n.pay_order_id, existing["reason"] or "already posted")
         if changed:  # nothing booked yet: the gateway's later word replaces what we recorded
             _content_changed(cur, n, existing, fp, source)
         if not success:
