@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 from collections.abc import Iterator
 
 import psycopg
@@ -35,7 +36,11 @@ def _server_url() -> str:
     from worker.config import Settings
     from worker.services import embedded_database_url
 
-    return embedded_database_url(Settings.from_env({"IOTLEDGER_DATA_DIR": os.path.abspath(".iotledger")}))
+    from tests.fix_services import started
+
+    folder = os.path.abspath(".iotledger")
+    started.append(Path(folder))
+    return embedded_database_url(Settings.from_env({"IOTLEDGER_DATA_DIR": folder}))
 
 
 def with_dbname(url: str, dbname: str) -> str:

@@ -28,7 +28,13 @@ def _server_url() -> str:
     from worker.config import Settings
     from worker.services import embedded_redis_url
 
-    return embedded_redis_url(Settings.from_env({"IOTLEDGER_DATA_DIR": os.path.abspath(".iotledger")}))
+    from pathlib import Path
+
+    from tests.fix_services import started
+
+    folder = os.path.abspath(".iotledger")
+    started.append(Path(folder))
+    return embedded_redis_url(Settings.from_env({"IOTLEDGER_DATA_DIR": folder}))
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import platformdirs
+
 from worker.errors import ConfigError
 from worker.iotpay import notify
 from worker.merchants import Merchants, load_merchants
 
-DEFAULT_DATA_DIR = ".iotledger"
+# one absolute place per user, whatever the current directory (IOTLEDGER_DATA_DIR overrides it)
+DEFAULT_DATA_DIR = platformdirs.user_data_dir("iotledger", appauthor=False)
 DEFAULT_V3_BASE_URL = "https://ccapi.iotpaycloud.com/v3"
 DEFAULT_V1_BASE_URL = "https://api.iotpaycloud.com/v1"
 # IOTPay operates from British Columbia; V3 paySuccTime carries no zone. Uncertain, so configurable.
@@ -134,7 +137,7 @@ class Settings:
         return cls(
             database_url=_url(env, "DATABASE_URL", None, ("postgresql", "postgres")),
             redis_url=_url(env, "REDIS_URL", None, ("redis", "rediss", "unix")),
-            data_dir=Path(env.get("IOTLEDGER_DATA_DIR") or DEFAULT_DATA_DIR).absolute(),
+            data_dir=Path(env.get("IOTLEDGER_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().absolute(),
             merchants=load_merchants(env.get("IOTPAY_MERCHANTS"), env.get("IOTPAY_MERCHANTS_FILE")),
             v3_base_url=_url(env, "IOTPAY_V3_BASE_URL", DEFAULT_V3_BASE_URL, ("https", "http")),
             v1_base_url=_url(env, "IOTPAY_V1_BASE_URL", DEFAULT_V1_BASE_URL, ("https", "http")),

@@ -12,27 +12,56 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from worker.config import Settings
-from worker.errors import RetryableError
+from worker.errors import ConfigError, RetryableError
 
 
-@dataclass(frozen=True)
+class NoDatabaseError(ConfigError):
+    """DATABASE_URL is unset and there is no embedded PostgreSQL to use (a reader never creates one)."""
+
+
 class Endpoints:
-    """Where the database and the broker are, and whether they are the embedded ones."""
+    """Where the database and the broker are, resolved on first use: a command that never asks
+    for Redis never starts it. With `create` False (every command that only reads or posts), a
+    missing embedded PostgreSQL is an error naming where it looked, never a new empty database."""
 
-    database_url: str
-    redis_url: str
-    embedded_db: bool
-    embedded_redis: bool
+    def __init__(self, settings: Settings, *, create: bool = False) -> None:
+        self.settings = settings
+        self.create = create
+        self.embedded_db = settings.database_url is None
+        self.embedded_redis = settings.redis_url is None
+        self._db: str | None = settings.database_url
+        self._redis: str | None = settings.redis_url
+
+    @property
+    def database_url(self) -> str:
+        """The configured PostgreSQL, or the embedded one (started if stopped; created only if allowed)."""
+        if self._db is None:
+            pgdata = _pg_dir(self.settings)
+            if not self.create and not (pgdata / "PG_VERSION").exists():
+                raise NoDatabaseError(
+                    "DATABASE_URL", f"unset, and there is no embedded PostgreSQL in {pgdata}; start one with "
+                    "`iotledger services up` (or `iotledger run` / `iotledger demo`), or set DATABASE_URL "
+                    "(IOTLEDGER_DATA_DIR chooses the data folder)")
+            self._db = embedded_database_url(self.settings)
+        return self._db
+
+    @property
+    def redis_url(self) -> str:
+        """The configured Redis, or the embedded one (started on first use)."""
+        if self._redis is None:
+            self._redis = embedded_redis_url(self.settings)
+        return self._redis
 
 
 @contextlib.contextmanager
@@ -105,11 +134,9 @@ def _redis_alive(url: str) -> bool:
         return False
 
 
-def endpoints(settings: Settings) -> Endpoints:
-    """The URLs to use, starting the embedded services when the variables are unset."""
-    db = settings.database_url or embedded_database_url(settings)
-    rd = settings.redis_url or embedded_redis_url(settings)
-    return Endpoints(db, rd, settings.database_url is None, settings.redis_url is None)
+def endpoints(settings: Settings, *, create: bool = False) -> Endpoints:
+    """The URLs to use, resolved lazily (see Endpoints)."""
+    return Endpoints(settings, create=create)
 
 
 def down(settings: Settings) -> list[str]:
@@ -131,17 +158,36 @@ def down(settings: Settings) -> list[str]:
     return stopped
 
 
-def status(settings: Settings) -> dict[str, str]:
-    """What is running, without starting anything."""
-    out = {}
+def masked(url: str) -> str:
+    """A URL with its password replaced by ***."""
+    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def _pg_answers(url: str) -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def status(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What is configured or running and whether it answers, without starting anything; passwords masked."""
+    out: dict[str, dict[str, Any]] = {}
     if settings.database_url:
-        out["postgresql"] = f"external {settings.database_url}"
+        out["postgresql"] = {"kind": "external", "url": masked(settings.database_url),
+                             "answers": _pg_answers(settings.database_url)}
     else:
-        pid = _pg_dir(settings) / "postmaster.pid"
-        out["postgresql"] = "embedded, running" if pid.exists() else "embedded, stopped"
+        pgdata = _pg_dir(settings)
+        running = (pgdata / "postmaster.pid").exists()
+        out["postgresql"] = {"kind": "embedded", "data_dir": str(pgdata), "initialised": (pgdata / "PG_VERSION").exists(),
+                             "running": running, "answers": running}
     if settings.redis_url:
-        out["redis"] = f"external {settings.redis_url}"
+        out["redis"] = {"kind": "external", "url": masked(settings.redis_url), "answers": _redis_alive(settings.redis_url)}
     else:
         url = f"unix://{_redis_socket(settings)}"
-        out["redis"] = f"embedded, running at {url}" if _redis_alive(url) else "embedded, stopped"
+        alive = _redis_alive(url)
+        out["redis"] = {"kind": "embedded", "url": url, "running": alive, "answers": alive}
     return out

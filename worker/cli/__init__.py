@@ -8,12 +8,13 @@ Exit codes: 0 ok, 1 the thing checked is not right (invalid sign, violations, re
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 import psycopg
 
-from worker.cli import admin, gateway, ledger, pipeline, protocol, reports
+from worker.cli import admin, context, gateway, ledger, pipeline, protocol, reports
 from worker.cli.context import app_settings
 from worker.errors import ConfigError, PermanentError, RetryableError
 from worker.migrations import MigrationError
@@ -29,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from the environment; see README.md. "
         "Run 'iotledger COMMAND --help' for the options of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"iotledger {_version()}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                        help="the level of the log lines on stderr (default INFO, or IOTLEDGER_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in MODULES:
         module.register(sub)
@@ -39,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `iotledger` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    level = args.log_level or ("WARNING" if args.quiet else os.environ.get("IOTLEDGER_LOG_LEVEL", "INFO").upper())
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        print(f"iotledger: configuration error: IOTLEDGER_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, "
+              f"got {level!r}", file=sys.stderr)
+        return 2
+    context.log_level = level
     try:
         app_settings()  # an invalid configuration fails at start, whatever the command
         return int(args.func(args) or 0)
@@ -68,6 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("iotpay-ledger")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 def _database_name() -> str:

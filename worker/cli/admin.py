@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from worker import services
-from worker.cli.context import app_endpoints, app_settings
+from worker.cli.context import allow_new_services, app_endpoints, app_settings
 from worker.migrations import migrate
 from worker.sqlfiles import sql_dir
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    allow_new_services()
     applied = migrate(app_endpoints().database_url)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; schema up to date"))
     return 0
@@ -23,15 +27,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_services(args: argparse.Namespace) -> int:
     s = app_settings()
     if args.action == "up":
+        allow_new_services()
         ep = app_endpoints()
-        print(f"DATABASE_URL={ep.database_url}")
-        print(f"REDIS_URL={ep.redis_url}")
+        urls = {"database_url": ep.database_url, "redis_url": ep.redis_url}
+        if args.json:
+            print(json.dumps({k: services.masked(v) for k, v in urls.items()}))
+        else:  # for `export $(iotledger services up)`: the real URLs
+            print(f"DATABASE_URL={urls['database_url']}")
+            print(f"REDIS_URL={urls['redis_url']}")
     elif args.action == "down":
         stopped = services.down(s)
-        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        if args.json:
+            print(json.dumps({"stopped": stopped}))
+        else:
+            print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     else:
-        for name, state in services.status(s).items():
-            print(f"{name}: {state}")
+        state = services.status(s)
+        if args.json:
+            print(json.dumps(state))
+        else:
+            for name, st in state.items():
+                where = st.get("url") or st.get("data_dir")
+                if st["kind"] == "embedded":
+                    head = f"embedded, {'running' if st['running'] else 'stopped'}"
+                else:
+                    head = "external"
+                print(f"{name}: {head}, {'answers' if st['answers'] else 'does not answer'} ({where})")
     return 0
 
 
@@ -48,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"iotledger run: no process {', '.join(map(repr, unknown))} in {procfile} (known: {', '.join(names)})",
               file=sys.stderr)
         return 2
+    allow_new_services()
     ep = app_endpoints()
     migrate(ep.database_url)
     env = dict(os.environ, DATABASE_URL=ep.database_url, REDIS_URL=ep.redis_url)
@@ -57,7 +79,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(procfile.parent), "start", "-p", port]
     if args.processes:
         cmd += args.processes
-    return subprocess.call(cmd, env=env)
+    # honcho and its processes run in their own session: Ctrl-C reaches only this process, which
+    # asks honcho once (SIGINT) to stop them; each gets a single SIGTERM and stops gracefully
+    # (dramatiq finishes its messages, gunicorn its requests) instead of a second signal's hard stop
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            print("iotledger run: stopping the processes gracefully (Ctrl-C again does not hurry them)",
+                  file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'up' prints their URLs (export them to share the services with other tools).",
     )
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--json", action="store_true", help="one JSON object (passwords masked)")
     p.set_defaults(func=cmd_services)
 
     p = sub.add_parser(

@@ -13,20 +13,32 @@ from worker.services import Endpoints, endpoints
 
 
 CONNECT_TIMEOUT_S = 5  # a command with PostgreSQL down fails within seconds
+log_level = "INFO"  # set by `iotledger -q` / `--log-level` before the first app_settings()
 
 
 @lru_cache(maxsize=1)
 def app_settings() -> Settings:
     """Settings read once, with logging configured to redact the merchants' keys."""
     s = settings()
-    logs.configure(s.merchants.all_keys())
+    logs.configure(s.merchants.all_keys(), level=log_level)
     return s
+
+
+_create = False
+
+
+def allow_new_services() -> None:
+    """This command may create the embedded services (services up, run, demo, migrate, web, worker,
+    clock); a command that only reads or posts never creates an empty database."""
+    global _create
+    _create = True
+    app_endpoints().create = True
 
 
 @lru_cache(maxsize=1)
 def app_endpoints() -> Endpoints:
-    """Database and broker URLs, starting the embedded services when none are configured."""
-    return endpoints(app_settings())
+    """Database and broker URLs, each resolved (and an embedded service started) on first use."""
+    return endpoints(app_settings(), create=_create)
 
 
 def connect(autocommit: bool = False) -> psycopg.Connection:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.cli import argtypes
-from worker.cli.context import app_endpoints, app_settings, connect
+from worker.cli.context import allow_new_services, app_endpoints, app_settings, connect
 from worker.pipeline import inbox
 
 GUNICORN_APP = "worker.pipeline.ingress:create_app()"
@@ -30,6 +30,7 @@ WORKER_SHUTDOWN_MS = 30_000
 def _service_env() -> dict[str, str]:
     """The environment for gunicorn / dramatiq: resolved URLs and the metrics folders."""
     settings = app_settings()
+    allow_new_services()  # web and worker are long-running services: they may start the embedded ones
     ep = app_endpoints()
     env = dict(os.environ, DATABASE_URL=ep.database_url, REDIS_URL=ep.redis_url)
     env.setdefault("dramatiq_prom_db", str(settings.data_dir / "prometheus" / "dramatiq"))

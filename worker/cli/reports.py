@@ -14,7 +14,7 @@ from pathlib import Path
 
 from worker import logs
 from worker.cli import argtypes
-from worker.cli.context import app_endpoints, app_settings, connect
+from worker.cli.context import allow_new_services, app_endpoints, app_settings, connect
 from worker.errors import PermanentError
 from worker.reports.alerts import AlertSink, money
 from worker.reports.businessday import last_closed_day, parse_date
@@ -133,6 +133,7 @@ def cmd_clock(args: argparse.Namespace) -> int:
     from worker.reports.clock import run_clock
 
     s = app_settings()
+    allow_new_services()
     ep = app_endpoints()
     migrate(ep.database_url)
     return run_clock(s, ep.database_url, ep.redis_url, Path(args.out), once=args.once)
@@ -145,13 +146,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"iotledger demo: --orders: at least {MIN_ORDERS}, got {args.orders}", file=sys.stderr)
         return 2
     s = app_settings()
+    allow_new_services()
     ep = app_endpoints()
     # the demo narrates with a progress bar and a summary; its processes log to files, and the
     # in-process log lines (posting, sweep, alerts) would only garble the bar
     logs.configure(s.merchants.all_keys(), level="ERROR")
     try:
         report = run_demo(s, ep.database_url, ep.redis_url, Path(args.out), orders=args.orders, seed=args.seed,
-                          fresh_database=not args.in_place)
+                          fresh_database=not args.in_place,
+                          drop_database=not args.keep and not ep.embedded_db)
+        if ep.embedded_db or ep.embedded_redis:
+            which = " and ".join(n for n, e in (("PostgreSQL", ep.embedded_db), ("Redis", ep.embedded_redis)) if e)
+            report.services_left = (f"The embedded {which} in {s.data_dir} keep running for the next command; "
+                                    "stop them with: iotledger services down")
     except DemoError as exc:
         print(f"iotledger demo: {exc}", file=sys.stderr)
         return 1
@@ -239,6 +246,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", default="reports", help="settlement files folder (default: ./reports)")
     p.add_argument("--orders", type=argtypes.positive_int, default=24, help="card and WeChat pays to play (default 24, at least 8)")
     p.add_argument("--seed", type=int, default=7, help="simulator seed (duplicates and delays are reproducible)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the scratch database the demo creates on an external server (dropped by default)")
     p.add_argument("--in-place", action="store_true",
                    help="use DATABASE_URL's database as it is (empty and migrated) instead of creating a new one")
     p.add_argument("--json", action="store_true", help="also print the outcome as one JSON line")

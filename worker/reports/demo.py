@@ -44,6 +44,7 @@ from tqdm import tqdm
 from worker.config import Settings
 from worker.reports.alerts import money
 from worker.reports.businessday import business_day, last_closed_day
+from worker.services import masked
 
 MCH_ID = "10000701"
 LOGIN = "demo"
@@ -63,6 +64,8 @@ class DemoReport:
     """What the demo did, for the summary and for the test."""
 
     database_url: str = ""
+    dropped_database: bool = False  # the scratch database was dropped at the end (external server, no --keep)
+    services_left: str | None = None  # the embedded services left running, and where
     day: date | None = None
     tz: str = ""
     logs: Path | None = None
@@ -199,7 +202,7 @@ def _progress(stream: TextIO | None) -> Iterator[Callable[[str], None]]:
 
 
 def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path, *, orders: int = 24,
-             seed: int = 7, fresh_database: bool = True, progress: TextIO | None = None,
+             seed: int = 7, fresh_database: bool = True, drop_database: bool = False, progress: TextIO | None = None,
              now: datetime | None = None) -> DemoReport:
     """Play the day and return its report. Raises DemoError when a step did not happen as planned."""
     from worker.gateway.client import GatewayClient
@@ -394,7 +397,16 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
             step("export")
         finally:
             procs.stop()
+            if fresh_database and drop_database and report.database_url:
+                _drop_database(server_url, report.database_url)
+                report.dropped_database = True
     return report
+
+
+def _drop_database(server_url: str, db_url: str) -> None:
+    name = urlsplit(db_url).path.lstrip("/")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def summary(report: DemoReport) -> str:
@@ -430,16 +442,21 @@ def summary(report: DemoReport) -> str:
         lines += [
             f"  settlement files ... {exp['status']}, in {exp['folder']}:",
             f"      {exp['files']['settlement']}  (one row per pay, refund, void; open it in a spreadsheet)",
-            f"      {exp['files']['summary']}  (per currency: count, gross, refunds, net)",
+            f"      {exp['files']['workbook']}  (the same rows as a workbook: identifiers stay text)",
+            f"      {exp['files']['summary']}  (per merchant and currency: count, gross, refunds, net)",
             f"      {exp['files']['manifest']}  (row counts and SHA-256 of each file)",
+            f"      audit the series: iotledger files verify --out {Path(exp['folder']).parent}",
         ]
-    lines += [
-        "",
-        "Explore the demo's database:",
-        f"  export DATABASE_URL='{report.database_url}'",
-        f"  iotledger order {report.lost_order} ; iotledger check ; iotledger reconcile --date {report.day}",
-        f"Process logs: {report.logs}",
-    ]
+    lines.append("")
+    if report.dropped_database:
+        lines.append("The demo's scratch database was dropped (iotledger demo --keep keeps it).")
+    else:
+        lines += ["Explore the demo's database:",
+                  f"  export DATABASE_URL='{masked(report.database_url)}'",
+                  f"  iotledger order {report.lost_order} ; iotledger check ; iotledger reconcile --date {report.day}"]
+    if report.services_left:
+        lines.append(report.services_left)
+    lines.append(f"Process logs: {report.logs}")
     if report.problems:
         lines += ["", "NOT AS PLANNED:"] + [f"  - {p}" for p in report.problems]
     return "\n".join(lines)
