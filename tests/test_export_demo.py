@@ -23,12 +23,13 @@ def test_a_short_demo_runs_end_to_end(db_url: str, redis_url: str, tmp_path: Pat
     proc = subprocess.run([str(Path(sys.executable).parent / "iotledger"), "demo", "--in-place", "--orders", "10",
                            "--out", str(out), "--json"], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout)
     assert result["ok"] and result["problems"] == []
     assert result["reconcile"]["counts"] == {"amount_mismatch": 1, "expected_not_paid": 1}
     assert result["forged_status"] in (401, 403)
     # the summary a newcomer reads names the files and the findings
-    assert "settlement files ... final" in proc.stdout and "lost notify" in proc.stdout
+    assert "settlement files ... final" in proc.stderr and "lost notify" in proc.stderr  # the prose, on stderr
+    assert len(proc.stdout.strip().splitlines()) == 1  # --json: stdout is one JSON object
     assert "demo" in proc.stderr and "11/11" in proc.stderr  # the progress bar ran to the end
 
     day = result["business_date"]

@@ -229,7 +229,7 @@ def test_two_merchants_in_one_currency_have_their_own_totals_equal_to_check_date
     out = subprocess.run([str(Path(sys.executable).parent / "iotledger"), "check", "--date", "2026-11-20", "--json"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    checked = {(m["mch_id"], m["currency"]): m["net"] for m in json.loads(out.stdout)["day"]["merchants"]}
+    checked = {(m["mch_id"], m["currency"]): m["net_cents"] for m in json.loads(out.stdout)["day"]["merchants"]}
     assert checked == {(x["mch_id"], x["currency"]): int(x["net_cents"]) for x in summary}
 
 
@@ -299,9 +299,9 @@ def test_reconcile_shows_the_days_totals_and_how_many_orders_matched(conn):
     post(conn, "PC-1", 1000, noon(day(20)))
     result = reconcile(conn, day(20), TORONTO)
     out = result.to_json()
-    assert (out["expectedOrders"], out["matched"]) == (2, 1)
-    assert out["totals"] == [{"mch_id": MCH, "currency": "CAD", "entries": 1, "paid_cents": 1000, "refunded_cents": 0,
-                              "net_cents": 1000}]
+    assert (out["expected_orders"], out["matched"]) == (2, 1)
+    assert out["totals"] == [{"mch_id": MCH, "currency": "CAD", "entries": 1, "paid_cents": 1000, "paid": "10.00",
+                              "refunded_cents": 0, "refunded": "0.00", "net_cents": 1000, "net": "10.00"}]
 
 
 # ------------------------------------------------------------------ opt-in controls

@@ -107,7 +107,7 @@ def _cli(db_url, redis_url, tmp_path, *args, stdin=None):
 
 def test_cli_expect_one_and_many(db_url, redis_url, tmp_path, conn):
     done = _cli(db_url, redis_url, tmp_path, "expect", "--mch-id", "M1", "--mch-order-no", "CLI-1", "--amount", "500",
-                "--channel", "PF_CC", "--created-at", "2026-05-01T12:00:00Z")
+                "--channel", "PF_CC", "--created-at", "2026-05-01T12:00:00Z", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"recorded": 1, "already_known": 0, "refused": 0}
     lines = "\n".join([json.dumps({**GOOD, "mchOrderNo": "CLI-2"}), json.dumps({**GOOD, "mchOrderNo": "CLI-1",
@@ -116,7 +116,7 @@ def test_cli_expect_one_and_many(db_url, redis_url, tmp_path, conn):
                        json.dumps({**GOOD, "mchId": "M9", "mchOrderNo": "CLI-4"})])
     many = _cli(db_url, redis_url, tmp_path, "expect", "--file", "-", stdin=lines)
     assert many.returncode == 1
-    assert json.loads(many.stdout) == {"recorded": 1, "already_known": 1, "refused": 3}
+    assert many.stdout.strip() == "1 order(s) recorded, 1 already known, 3 refused"
     assert "order 3: amount: must be > 0" in many.stderr and "order 4: line 4: not valid JSON" in many.stderr
     assert "order 5: mchId: unknown merchant 'M9'" in many.stderr
     got = [r[0] for r in conn.execute("SELECT mch_order_no FROM expected_orders ORDER BY 1")]
@@ -124,8 +124,9 @@ def test_cli_expect_one_and_many(db_url, redis_url, tmp_path, conn):
 
 
 def test_cli_sweep_with_nothing_due_prints_counts(db_url, redis_url, tmp_path):
-    done = _cli(db_url, redis_url, tmp_path, "sweep")
+    done = _cli(db_url, redis_url, tmp_path, "sweep", "--json")
     assert done.returncode == 0, done.stderr
+    assert _cli(db_url, redis_url, tmp_path, "sweep").stdout.startswith("sweep at ")
     counts = json.loads(done.stdout)
     assert (counts["due"], counts["queried"], counts["skipped"]) == (0, 0, False)
 

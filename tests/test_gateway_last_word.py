@@ -219,7 +219,7 @@ def test_a_pending_order_whose_amount_changes_posts_the_new_amount_and_keeps_the
     assert x["details"]["recorded"]["amount"] == 1000 and x["details"]["received"]["amount"] == 1150
     assert "amount 1000 -> 1150" in x["reason"]
     view = order_view(conn, "CP1")
-    assert (view["amount"], view["state"], view["status"]) == (1150, "posted", 2)
+    assert (view["amount_cents"], view["amount"], view["state"], view["status"]) == (1150, "11.50", "posted", 2)
     # once posted, other content is a conflict: the first posted content stands
     assert post(conn, v3_pay("CP1", 1200)).outcome is Outcome.CONFLICT
     assert entries(conn) == [("CP1", "pay", 1150, None)]
@@ -376,7 +376,7 @@ def test_ingest_reports_a_line_postgresql_refuses_and_goes_on(conn):
     summary = ingest_lines(conn, lines, MERCHANTS, TZ)
     assert dict(summary.counts) == {"posted": 2, "rejected": 1}
     (bad,) = summary.details
-    assert bad["line"] == 2 and bad["payOrderId"] == "PC2" and "PC2" in bad["reason"]
+    assert bad["line"] == 2 and bad["pay_order_id"] == "PC2" and "PC2" in bad["reason"]
     assert [e[0] for e in entries(conn)] == ["PC1", "PC3"]
 
 
@@ -495,7 +495,7 @@ def test_reconcile_and_export_exit_0_on_a_day_of_the_largest_allowed_amounts(db_
     assert f",{gross},{refunds},{gross - refunds}," in total, total
     chk = subprocess.run([*cmd, "check", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert chk.returncode == 0, chk.stderr[-2000:]
-    assert json.loads(chk.stdout)["currencies"]["CAD"]["net"] == gross - refunds
+    assert json.loads(chk.stdout)["currencies"]["CAD"]["net_cents"] == gross - refunds
 
 
 # ------------------------------------------------------------------ found in review

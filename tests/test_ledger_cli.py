@@ -38,12 +38,17 @@ def test_ingest_order_and_check_tell_the_whole_story(db_url, tmp_path):
     assert "sign" in reasons[7] and "not JSON" in reasons[8]
 
     order = json.loads(cli.run("order", "PC1", "--json", env=_env(db_url)).stdout)
-    assert {k: order[k] for k in ("payOrderId", "currency", "amount", "refunded", "refundable", "status", "state")} == {
-        "payOrderId": "PC1", "currency": "CAD", "amount": 1000, "refunded": 350, "refundable": 650, "status": 2,
-        "state": "posted"}
-    assert [(r["payOrderId"], r["state"]) for r in order["refunds"]] == [("RP0", "posted"), ("RP1", "posted"), ("RP2", "rejected")]
-    assert order["entries"][0]["legs"] == [{"account": "clearing", "debit": 1000, "credit": 0},
-                                          {"account": "sales", "debit": 0, "credit": 1000}]
+    keys = ("pay_order_id", "currency", "amount_cents", "amount", "refunded_cents", "refundable_cents", "refundable",
+            "status", "state")
+    assert {k: order[k] for k in keys} == {
+        "pay_order_id": "PC1", "currency": "CAD", "amount_cents": 1000, "amount": "10.00", "refunded_cents": 350,
+        "refundable_cents": 650, "refundable": "6.50", "status": 2, "state": "posted"}
+    assert [(r["pay_order_id"], r["state"]) for r in order["refunds"]] == [("RP0", "posted"), ("RP1", "posted"),
+                                                                           ("RP2", "rejected")]
+    assert order["entries"][0]["legs"] == [
+        {"account": "clearing", "debit_cents": 1000, "debit": "10.00", "credit_cents": 0, "credit": "0.00"},
+        {"account": "sales", "debit_cents": 0, "debit": "0.00", "credit_cents": 1000, "credit": "10.00"}]
+    assert [n["state"] for n in order["notifies"]] == []  # ingested, not notified: no inbox rows
 
     rejected = json.loads(cli.run("order", "RP2", "--json", env=_env(db_url)).stdout)
     assert rejected["state"] == "rejected" and rejected["exceptions"][0]["kind"] == "over_refund"
@@ -53,13 +58,15 @@ def test_ingest_order_and_check_tell_the_whole_story(db_url, tmp_path):
     report = json.loads(check.stdout)
     assert report["ok"] is True
     cad = report["currencies"]["CAD"]
-    assert (cad["paid"], cad["refunded"], cad["net"]) == (1000, 350, 650)
-    assert report["currencies"]["USD"]["net"] == 500
+    assert (cad["paid_cents"], cad["refunded_cents"], cad["net_cents"], cad["net"]) == (1000, 350, 650, "6.50")
+    assert report["currencies"]["USD"]["net_cents"] == 500
 
     # replaying the same file posts nothing new
     again = json.loads(cli.run("ingest", str(path), "--json", env=_env(db_url)).stdout)
     assert again["counts"].get("posted", 0) == 0
-    assert json.loads(cli.run("check", "--json", env=_env(db_url)).stdout)["currencies"]["CAD"]["net"] == 650
+    # and a line refused the first time is refused again, for its first reason (not a duplicate)
+    assert {d["line"]: (d["outcome"], d["reason"]) for d in again["details"]}[5] == ("rejected", reasons[5])
+    assert json.loads(cli.run("check", "--json", env=_env(db_url)).stdout)["currencies"]["CAD"]["net_cents"] == 650
 
 
 def test_every_shared_notify_vector_ingests_and_an_altered_one_is_rejected(db_url):
@@ -80,5 +87,5 @@ def test_order_unknown_and_ingest_stdin_text_output(db_url):
     r = cli.run("ingest", "-", stdin=_jsonl(v3_pay("PC1", 1999)), env=_env(db_url))
     assert r.returncode == 0 and "posted 1" in r.stdout
     text = cli.run("order", "PC1", env=_env(db_url)).stdout
-    assert "clearing Dr 1999" in text and "sales Cr 1999" in text
+    assert "clearing Dr 19.99" in text and "sales Cr 19.99" in text
     assert "CAD: paid 1999  refunded 0  net 1999" in cli.run("check", env=_env(db_url)).stdout

@@ -202,7 +202,7 @@ def test_cli_exit_codes_and_json(db_url: str, conn: psycopg.Connection, redis_ur
     assert bad.returncode == 1, bad.stderr
     out = json.loads(bad.stdout)
     assert out["ok"] is False and out["counts"] == {"stuck_pending": 1} and out["hours"] == 24
-    assert out["mismatches"][0]["payOrderId"] == "PC-PEND"
+    assert out["mismatches"][0]["pay_order_id"] == "PC-PEND"
     good = subprocess.run([*cmd, "reconcile", "--date", "2026-11-20"], env=env, capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     assert "everything matches" in good.stdout

@@ -401,7 +401,7 @@ def test_cli_expect_then_sweep_posts_a_lost_payment(env_factory, db_url, redis_u
                              "--currency", "USD", "--channel", "UPI_APP", "--created-at", created],
                             env=proc_env, capture_output=True, text=True, timeout=60)
     assert expect.returncode == 0, expect.stderr
-    sweep = subprocess.run([iotledger, "sweep", "--concurrency", "2"], env=proc_env, capture_output=True, text=True,
+    sweep = subprocess.run([iotledger, "sweep", "--concurrency", "2", "--json"], env=proc_env, capture_output=True, text=True,
                            timeout=60)
     assert sweep.returncode == 0, sweep.stderr
     counts = json.loads(sweep.stdout)

@@ -108,6 +108,11 @@ FROM journal_entries e JOIN postings p ON p.entry_id = e.id JOIN accounts a ON a
 WHERE e.pay_order_id = %(pay_order_id)s
 ORDER BY e.id, p.amount DESC, a.kind
 
+-- name: order_inbox_rows
+-- The notifies acknowledged for this order id, as the inbox keeps them (bodies are not shown).
+SELECT id AS inbox_id, state, outcome, reason, family, received_at, processed_at
+FROM inbox WHERE pay_order_id = %(pay_order_id)s ORDER BY id
+
 -- name: order_exceptions
 SELECT kind, reason, details, created_at FROM ledger_exceptions
 WHERE pay_order_id = %(pay_order_id)s ORDER BY id

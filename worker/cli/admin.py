@@ -20,7 +20,10 @@ from worker.sqlfiles import sql_dir
 def cmd_migrate(args: argparse.Namespace) -> int:
     allow_new_services()
     applied = migrate(app_endpoints().database_url)
-    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; schema up to date"))
+    if args.json:
+        print(json.dumps({"applied": applied}))
+    else:
+        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; schema up to date"))
     return 0
 
 
@@ -99,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="apply the pending SQL migrations of sql/ (idempotent, safe to run concurrently)",
         description="Apply sql/NNN_*.sql in order, each once, recording them in schema_migrations.",
     )
+    p.add_argument("--json", action="store_true", help="print the migrations applied as one JSON object")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser(

@@ -63,7 +63,8 @@ def _expect_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if v is not None}]
 
 
-def _record_rows(command: str, noun: str, rows: list[dict[str, Any]], parse: Any, save: Any, many: bool) -> int:
+def _record_rows(command: str, noun: str, rows: list[dict[str, Any]], parse: Any, save: Any, many: bool,
+                 as_json: bool) -> int:
     """Validate and record each row; print the counts as one JSON line; exit 1 when any was refused."""
     settings = app_settings()
     new = known = refused = 0
@@ -82,7 +83,10 @@ def _record_rows(command: str, noun: str, rows: list[dict[str, Any]], parse: Any
             except PermanentError as exc:
                 refused += 1
                 print(f"iotledger {command}: {where}: {exc}", file=sys.stderr)
-    print(json.dumps({"recorded": new, "already_known": known, "refused": refused}))
+    if as_json:
+        print(json.dumps({"recorded": new, "already_known": known, "refused": refused}))
+    else:
+        print(f"{new} {noun}(s) recorded, {known} already known, {refused} refused")
     return 1 if refused else 0
 
 
@@ -92,7 +96,8 @@ def cmd_expect(args: argparse.Namespace) -> int:
     if not args.file and not (args.mch_id and args.mch_order_no and args.amount and args.channel):
         print("iotledger expect: give --file F, or --mch-id, --mch-order-no, --amount and --channel", file=sys.stderr)
         return 2
-    return _record_rows("expect", "order", _expect_rows(args), ExpectedOrder.from_dict, record, bool(args.file))
+    return _record_rows("expect", "order", _expect_rows(args), ExpectedOrder.from_dict, record, bool(args.file),
+                        args.json)
 
 
 def cmd_expect_refund(args: argparse.Namespace) -> int:
@@ -108,7 +113,8 @@ def cmd_expect_refund(args: argparse.Namespace) -> int:
         row = {"mchId": args.mch_id, "mchRefundNo": args.mch_refund_no, "originalOrderId": args.original_order_id,
                "amount": args.amount, "currency": args.currency, "requestedAt": args.requested_at}
         rows = [{k: v for k, v in row.items() if v is not None}]
-    return _record_rows("expect-refund", "refund", rows, ExpectedRefund.from_dict, record_refund, bool(args.file))
+    return _record_rows("expect-refund", "refund", rows, ExpectedRefund.from_dict, record_refund, bool(args.file),
+                        args.json)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -133,7 +139,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         pool.close()
     for report in reports:
-        print(json.dumps(report.counts()))
+        c = report.counts()
+        if args.json:
+            print(json.dumps(c))
+        elif report.skipped:
+            print(f"sweep at {c['now']}: skipped, another sweep is running")
+        else:
+            print(f"sweep at {c['now']}: {c['due']} due, {c['queried']} queried: {c['paid']} paid, {c['failed']} failed, "
+                  f"{c['pending']} still pending, {c['rejected']} rejected, {c['errors']} without an answer, "
+                  f"{c['gave_up']} given up, {c['released']} parked refund(s) released ({c['seconds']:.2f} s)")
     return 0
 
 
@@ -176,6 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel", help="PF_CC, UPI_EX (V3), WX_APP, ALIPAY_MOBILE, CC_PAX... (v1)")
     p.add_argument("--created-at", help="ISO-8601 with zone (default now)")
     p.add_argument("--family", choices=["v3", "v1"], help="API to query (default from the channel)")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     p.set_defaults(func=cmd_expect)
 
     p = sub.add_parser(
@@ -194,16 +209,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amount", type=argtypes.positive_int, help="integer cents")
     p.add_argument("--currency", default=None, help="CAD (default) or USD")
     p.add_argument("--requested-at", help="ISO-8601 with zone (default now)")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     p.set_defaults(func=cmd_expect_refund)
 
     p = sub.add_parser(
         "sweep",
         help="query the gateway about expected orders not final and parked refunds' originals; post what it says",
         description="One pass (the clock runs it every minute), or passes for --for SECONDS, sleeping until the "
-        "next query is due (POS orders are polled every 2 s in their first minute). Prints one JSON line of "
-        "counts per pass. Give-ups are logged as sweep.gave_up and kept in expected_orders.gave_up_at.",
+        "next query is due (POS orders are polled every 2 s in their first minute). Prints one line of "
+        "counts per pass (--json: one JSON object per line). Give-ups are logged as sweep.gave_up and kept in expected_orders.gave_up_at.",
     )
     p.add_argument("--concurrency", type=argtypes.positive_int, default=8, help="queries in flight at once (default 8)")
     p.add_argument("--for", dest="for_seconds", type=float, default=0.0, metavar="SECONDS",
                    help="keep sweeping this long (e.g. 55 from a once-a-minute clock)")
+    p.add_argument("--json", action="store_true", help="print one JSON line of counts per pass")
     p.set_defaults(func=cmd_sweep)

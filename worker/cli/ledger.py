@@ -24,7 +24,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items())) or "nothing"
         print(f"{summary.lines} line(s): {counts}")
         for d in summary.details:
-            print(f"  line {d['line']}: {d['outcome']} {d['payOrderId'] or '-'}: {d['reason']}")
+            print(f"  line {d['line']}: {d['outcome']} {d['pay_order_id'] or '-'}: {d['reason']}")
     return 1 if summary.rejected else 0
 
 
@@ -32,24 +32,32 @@ def cmd_order(args: argparse.Namespace) -> int:
     with connect() as conn:
         view = order_view(conn, args.order_id)
     if view is None:
-        print(f"iotledger order: no order {args.order_id!r} in the ledger", file=sys.stderr)
+        print(f"iotledger order: no order {args.order_id!r} in the ledger or the inbox", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(view, indent=2, ensure_ascii=False))
         return 0
-    print(f"{view['payOrderId']}  {view['payType']}  {view['state']} (status {view['status']})"
-          + (f"  reason: {view['reason']}" if view["reason"] else ""))
-    print(f"  merchant {view['mchId']}  order {view['mchOrderNo'] or '-'}  channel {view['channel'] or '-'}"
-          + (f"  original {view['originalOrderId']}" if view["originalOrderId"] else ""))
-    print(f"  amount {view['amount']} {view['currency']} cents  refunded {view['refunded']}  refundable {view['refundable']}")
-    for r in view["refunds"]:
-        print(f"  refund {r['payOrderId']}: {r['amount']} {r['currency']} {r['state']}" + (f" ({r['reason']})" if r["reason"] else ""))
-    for e in view["entries"]:
-        legs = "; ".join(f"{leg['account']} Dr {leg['debit']}" if leg["debit"] else f"{leg['account']} Cr {leg['credit']}"
-                         for leg in e["legs"])
-        print(f"  entry #{e['id']} {e['kind']} {e['amount']} {e['currency']} at {e['occurredAt']}: {legs}")
-    for x in view["exceptions"]:
-        print(f"  exception {x['kind']}: {x['reason']}")
+    if view["state"] == "not_in_ledger":
+        print(f"{view['pay_order_id']}  not in the ledger: {view['reason']}")
+    else:
+        print(f"{view['pay_order_id']}  {view['pay_type']}  {view['state']} (status {view['status']})"
+              + (f"  reason: {view['reason']}" if view["reason"] else ""))
+        print(f"  merchant {view['mch_id']}  order {view['mch_order_no'] or '-'}  channel {view['channel'] or '-'}"
+              + (f"  original {view['original_order_id']}" if view["original_order_id"] else ""))
+        print(f"  amount {view['amount']} {view['currency']}  refunded {view['refunded']}  "
+              f"refundable {view['refundable']}")
+        for r in view["refunds"]:
+            print(f"  refund {r['pay_order_id']}: {r['amount']} {r['currency']} {r['state']}"
+                  + (f" ({r['reason']})" if r["reason"] else ""))
+        for e in view["entries"]:
+            legs = "; ".join(f"{leg['account']} Dr {leg['debit']}" if leg["debit_cents"]
+                             else f"{leg['account']} Cr {leg['credit']}" for leg in e["legs"])
+            print(f"  entry #{e['id']} {e['kind']} {e['amount']} {e['currency']} at {e['occurred_at']}: {legs}")
+        for x in view["exceptions"]:
+            print(f"  exception {x['kind']}: {x['reason']}")
+    for n in view["notifies"]:
+        print(f"  notify inbox/{n['inbox_id']} received {n['received_at']}: {n['state']}"
+              + (f" {n['outcome']}" if n["outcome"] else "") + (f" ({n['reason']})" if n["reason"] else ""))
     return 0
 
 

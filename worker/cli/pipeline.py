@@ -76,7 +76,10 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
     ep = app_endpoints()
     n = redrive_once(ep.database_url, ep.redis_url, app_settings())
-    print(f"redriven: {n} inbox row(s) queued again")
+    if args.json:
+        print(json.dumps({"redriven": n}))
+    else:
+        print(f"redriven: {n} inbox row(s) queued again")
     return 0
 
 
@@ -115,13 +118,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
             return 2
         results = replay(conn, ids, settings)
     bad = 0
+    rows = []
     for inbox_id, res in zip(ids, results):
         if isinstance(res, Exception):
             bad += 1
-            print(f"{inbox_id}: failed: {res}")
+            rows.append({"inbox_id": inbox_id, "outcome": "failed", "reason": str(res), "pay_order_id": None})
         else:
-            print(f"{inbox_id}: {res.outcome}" + (f" ({res.reason})" if res.reason else "") +
-                  (f" pay_order_id={res.pay_order_id}" if res.pay_order_id else ""))
+            rows.append({"inbox_id": inbox_id, "outcome": res.outcome, "reason": res.reason,
+                         "pay_order_id": res.pay_order_id})
+    if args.json:
+        print(json.dumps({"replayed": len(ids), "failed": bad, "rows": rows}, indent=2))
+    for r in rows if not args.json else []:
+        print(f"{r['inbox_id']}: {r['outcome']}" + (f" ({r['reason']})" if r["reason"] else "")
+              + (f" pay_order_id={r['pay_order_id']}" if r["pay_order_id"] else ""))
     print(f"replayed {len(ids)} row(s), {bad} failed", file=sys.stderr)
     return 1 if bad else 0
 
@@ -146,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("redrive", help="queue again the inbox rows not done after IOTLEDGER_REDRIVE_AFTER_SECONDS",
                        description="Run the redrive once (the clock runs it every minute).")
+    p.add_argument("--json", action="store_true", help="print the count as one JSON object")
     p.set_defaults(func=cmd_redrive)
 
     p = sub.add_parser("inbox", help="list inbox rows (optionally of one state)",
@@ -160,4 +170,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "nothing new. Exit 1 when a row fails again.")
     p.add_argument("ids", nargs="*", type=argtypes.positive_int, metavar="ID", help="inbox ids")
     p.add_argument("--state", choices=inbox.STATES, help="every row in this state (e.g. failed, dead)")
+    p.add_argument("--json", action="store_true", help="print each row's outcome as one JSON object")
     p.set_defaults(func=cmd_replay)

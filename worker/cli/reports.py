@@ -85,6 +85,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"iotledger export: {exc}", file=sys.stderr)
             return 1
     m = result.manifest
+    if args.json:
+        print(json.dumps({"status": result.status, "settlement_date": str(day), "folder": str(result.folder),
+                          "files": {k: str(v) for k, v in result.files.items()}, "manifest": m}, indent=2))
+        return 0
     if result.status == "no_change":
         print(f"nothing to restate for {day}: the ledger gives the same files as version {m['version']}; "
               f"nothing written")
@@ -162,7 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"iotledger demo: {exc}", file=sys.stderr)
         return 1
-    print(summary(report))
+    print(summary(report), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps({"ok": not report.problems, "database_url": report.database_url,
                           "business_date": str(report.day), "reconcile": report.reconcile, "export": report.export,
@@ -197,6 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--date", metavar="YYYY-MM-DD", help="business day (default: the last closed day)")
     p.add_argument("--out", metavar="DIR", default="reports", help="output folder (default: ./reports)")
+    p.add_argument("--json", action="store_true", help="print the status, the files and the manifest as one JSON object")
     p.add_argument("--restate", action="store_true",
                    help="write a new version of a closed day beside the old one (settlement-D.vN.csv, .xlsx, "
                         "summary-D.vN.csv, manifest-D.vN.json; the old files and manifest stay). It holds the entries "
@@ -250,5 +255,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the scratch database the demo creates on an external server (dropped by default)")
     p.add_argument("--in-place", action="store_true",
                    help="use DATABASE_URL's database as it is (empty and migrated) instead of creating a new one")
-    p.add_argument("--json", action="store_true", help="also print the outcome as one JSON line")
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout (the prose on stderr)")
     p.set_defaults(func=cmd_demo)

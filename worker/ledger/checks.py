@@ -9,7 +9,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from worker import money
 from worker.sqlfiles import q
+
+MONEY = ("paid", "refunded", "net", "clearing", "amount")
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,22 @@ class CheckReport:
         return not self.violations
 
     def as_json(self) -> dict[str, Any]:
+        """snake_case; every amount as `X_cents` and `X` (decimal string)."""
+        def amounts(t: dict[str, Any]) -> dict[str, Any]:
+            out = {k: v for k, v in t.items() if k not in MONEY}
+            for k in MONEY:
+                if k in t:
+                    out.update(money.fields(k, t[k]))
+            return out
+
+        day = None if self.day is None else {**self.day, "merchants": [amounts(m) for m in self.day["merchants"]]}
         return {
             "ok": self.ok,
             "violations": self.violations,
-            "currencies": self.currencies,
-            "parked_too_long": self.parked_too_long,
-            "merchants": self.merchants,
-            **({"day": self.day} if self.day is not None else {}),
+            "currencies": {c: amounts(t) for c, t in self.currencies.items()},
+            "parked_too_long": [amounts(p) for p in self.parked_too_long],
+            "merchants": [amounts(m) for m in self.merchants],
+            **({"day": day} if day is not None else {}),
         }
 
 

@@ -39,7 +39,7 @@ class IngestSummary:
     def add(self, line_no: int, outcome: str, pay_order_id: str | None, reason: str | None) -> None:
         self.counts[outcome] += 1
         if outcome != Outcome.POSTED.value:
-            self.details.append({"line": line_no, "outcome": outcome, "payOrderId": pay_order_id, "reason": reason})
+            self.details.append({"line": line_no, "outcome": outcome, "pay_order_id": pay_order_id, "reason": reason})
 
     def as_json(self) -> dict[str, object]:
         return {"lines": self.lines, "counts": dict(sorted(self.counts.items())), "rejected": self.rejected,

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from worker import logs
 from worker.errors import IotLedgerError
+from worker.money import decimal as money
 from worker.reports.businessday import BusinessDay
 from worker.sqlfiles import q
 
@@ -40,13 +41,6 @@ class WebhookError(IotLedgerError):
     def __init__(self, message: str, *, permanent: bool) -> None:
         self.permanent = permanent
         super().__init__(message)
-
-
-def money(cents: int) -> str:
-    """Integer cents as a decimal string: 123456 -> '1234.56', -5 -> '-0.05'. No float on the way."""
-    sign = "-" if cents < 0 else ""
-    whole, frac = divmod(abs(int(cents)), 100)
-    return f"{sign}{whole}.{frac:02d}"
 
 
 @dataclass

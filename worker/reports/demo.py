@@ -431,11 +431,11 @@ def summary(report: DemoReport) -> str:
     for currency, t in sorted(report.totals.items()):
         lines.append(f"  {currency} .............. gross {money(t['gross_cents'])}, refunds {money(t['refunds_cents'])}, "
                      f"net {money(t['net_cents'])} (what IOTPay owes the merchant for the day)")
-    lines.append(f"  reconciliation ..... {rec.get('mismatchCount', 0)} difference(s) for finance to look at "
+    lines.append(f"  reconciliation ..... {rec.get('mismatch_count', 0)} difference(s) for finance to look at "
                  "(`iotledger reconcile` exits 1 when there are any):")
     for m in rec.get("mismatches", []):
-        amounts = ", ".join(f"{k} {money(m[k + 'Amount'])}" for k in ("expected", "gateway", "ledger")
-                            if m.get(k + "Amount") is not None)
+        amounts = ", ".join(f"{k} {m[k + '_amount']}" for k in ("expected", "gateway", "ledger")
+                            if m.get(k + "_amount") is not None)
         lines.append(f"      {m['class']}: {m['subject']} - {m['description']}" + (f" ({amounts})" if amounts else ""))
     exp = report.export
     if exp:

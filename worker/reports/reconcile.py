@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
-from worker import logs
+from worker import logs, money
 from worker.errors import RetryableError
 from worker.reports.alerts import AlertSink, raise_rows
 from worker.reports.businessday import BusinessDay, business_day
@@ -43,11 +43,12 @@ class Mismatch:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """camelCase keys as in IOTPay's own fields; amounts in cents."""
+        """snake_case keys; every amount as `X_cents` and `X` (decimal string)."""
         return {"class": self.cls, "subject": self.subject, "description": self.description,
-                "mchId": self.mch_id, "payOrderId": self.pay_order_id, "mchOrderNo": self.mch_order_no,
-                "currency": self.currency, "expectedAmount": self.expected_amount,
-                "gatewayAmount": self.gateway_amount, "ledgerAmount": self.ledger_amount, "details": self.details}
+                "mch_id": self.mch_id, "pay_order_id": self.pay_order_id, "mch_order_no": self.mch_order_no,
+                "currency": self.currency, **money.fields("expected_amount", self.expected_amount),
+                **money.fields("gateway_amount", self.gateway_amount),
+                **money.fields("ledger_amount", self.ledger_amount), "details": self.details}
 
 
 @dataclass(frozen=True)
@@ -73,14 +74,16 @@ class ReconcileResult:
 
     def to_json(self) -> dict[str, Any]:
         """The run as one JSON-ready object."""
-        return {"ok": self.ok, "runId": self.run_id, "businessDate": str(self.day.day), "timezone": self.day.tz_name,
-                "windowStart": self.day.start.isoformat(), "windowEnd": self.day.end.isoformat(),
-                "hours": self.day.hours, "mismatchCount": len(self.mismatches), "counts": self.counts,
-                "fingerprint": self.fingerprint, "newAlerts": self.new_alerts,
-                "expectedOrdersChecked": self.expected_orders_checked,
+        return {"ok": self.ok, "run_id": self.run_id, "business_date": str(self.day.day), "timezone": self.day.tz_name,
+                "window_start": self.day.start.isoformat(), "window_end": self.day.end.isoformat(),
+                "hours": self.day.hours, "mismatch_count": len(self.mismatches), "counts": self.counts,
+                "fingerprint": self.fingerprint, "new_alerts": self.new_alerts,
+                "expected_orders_checked": self.expected_orders_checked,
                 "skipped": list(self.skipped), "totals": [
-                    {**t, "net_cents": int(t["paid_cents"]) - int(t["refunded_cents"])} for t in self.totals],
-                "expectedOrders": self.expected, "matched": self.matched,
+                    {"mch_id": t["mch_id"], "currency": t["currency"], "entries": t["entries"],
+                     **money.fields("paid", t["paid_cents"]), **money.fields("refunded", t["refunded_cents"]),
+                     **money.fields("net", int(t["paid_cents"]) - int(t["refunded_cents"]))} for t in self.totals],
+                "expected_orders": self.expected, "matched": self.matched,
                 "mismatches": [m.to_json() for m in self.mismatches]}
 
 
