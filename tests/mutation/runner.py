@@ -35,8 +35,8 @@ TARGETS: dict[str, list[str]] = {
                            "tests/test_ledger_rules.py"],
     "worker/iotpay/signature.py": ["tests/test_signature.py", "tests/test_signature_php.py"],
     "worker/iotpay/notify.py": ["tests/test_notify.py", "tests/test_notify_fields.py"],
-    "worker/ledger/posting.py": ["tests/test_ledger_rules.py", "tests/test_ledger_db_rules.py",
-                                 "tests/test_ledger_concurrency.py"],
+    "worker/ledger/posting.py": ["tests/test_ledger_stored_fields.py", "tests/test_ledger_rules.py",
+                                 "tests/test_ledger_db_rules.py", "tests/test_ledger_concurrency.py"],
     "worker/reports/export.py": ["tests/test_export_files.py", "tests/test_export_survivors.py",
                                  "tests/test_export_cli.py"],
 }
