@@ -75,9 +75,9 @@ class Tally:
         return 100.0 * (self.count("killed") + self.count("timeout")) / total if total else 100.0
 
 
-def jobs_for(module: str, lines: set[int] | None = None) -> list[Job]:
-    """Every mutant of one module as a full file text."""
-    source = (ROOT / module).read_text(encoding="utf-8")
+def jobs_for(module: str, lines: set[int] | None = None, tree: Path = ROOT) -> list[Job]:
+    """Every mutant of one module (as it is in `tree`) as a full file text."""
+    source = (tree / module).read_text(encoding="utf-8")
     if module.endswith(".sql"):
         problems = sqlmutants.check(source)
         if problems:
@@ -101,9 +101,13 @@ def refuse_dirty(modules: list[str]) -> None:
         raise SystemExit(f"refusing to run: uncommitted changes to target files:\n{dirty}")
 
 
-def make_copy() -> Path:
-    """A scratch copy of the working tree (tracked and untracked files, not ignored ones)."""
+def make_copy(rev: str | None = None) -> Path:
+    """A scratch copy of the working tree (tracked and untracked files, not ignored ones), or of a commit."""
     dest = Path(tempfile.mkdtemp(prefix="iotledger-mutation-"))
+    if rev:
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        return dest
     names = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
     for name in filter(None, names):
         src = ROOT / name
@@ -184,7 +188,7 @@ def existing(tests: list[str], copy: Path) -> list[str]:
 def run_module(module: str, runners: list[Runner], args: argparse.Namespace, report) -> Tally:
     tally = Tally(module)
     lines = {int(x) for x in args.lines.split(",")} if args.lines else None
-    todo = jobs_for(module, lines)
+    todo = jobs_for(module, lines, runners[0].copy)
     tests = args.tests or existing(TARGETS[module], runners[0].copy)
     report(f"== {module}: {len(todo)} mutants, tests: {' '.join(tests)}")
     start = time.monotonic()
@@ -248,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300, help="seconds one mutant's pytest run may take")
     parser.add_argument("--test-timeout", type=float, default=60, help="seconds one test may take (pytest-timeout)")
     parser.add_argument("--out", type=Path, help="also write the summary to this file")
+    parser.add_argument("--rev", help="measure this commit (e.g. one before new tests) instead of the working tree")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every mutant, killed ones too")
     args = parser.parse_args(argv)
     modules = args.module or list(TARGETS)
@@ -261,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {j.path}:{j.line}  {j.description}")
         return 0
 
-    refuse_dirty(modules)
+    if not args.rev:
+        refuse_dirty(modules)
     copies: list[Path] = []
     runners: list[Runner] = []
     tallies: list[Tally] = []
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         for _ in range(max(1, args.jobs)):
-            copies.append(make_copy())
+            copies.append(make_copy(args.rev))
             runners.append(Runner(copies[-1], args.timeout))
         for module in modules:
             tallies.append(run_module(module, runners, args, report))
