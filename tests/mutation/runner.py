@@ -185,8 +185,7 @@ def existing(tests: list[str], copy: Path) -> list[str]:
     return [t for t in tests if (copy / t.split("::")[0]).exists()]
 
 
-def run_module(module: str, runners: list[Runner], args: argparse.Namespace, report) -> Tally:
-    tally = Tally(module)
+def run_module(module: str, runners: list[Runner], args: argparse.Namespace, report, tally: Tally) -> Tally:
     lines = {int(x) for x in args.lines.split(",")} if args.lines else None
     todo = jobs_for(module, lines, runners[0].copy)
     tests = args.tests or existing(TARGETS[module], runners[0].copy)
@@ -220,11 +219,12 @@ def run_module(module: str, runners: list[Runner], args: argparse.Namespace, rep
     threads = [threading.Thread(target=work, args=(r,), daemon=True) for r in runners]
     for t in threads:
         t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(0.5)
-    tally.seconds = time.monotonic() - start
-    tally.outcomes.sort(key=lambda o: (o.job.line, o.job.description))
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    finally:  # on Ctrl-C too: what ran so far is reported
+        tally.seconds = time.monotonic() - start
     return tally
 
 
@@ -280,15 +280,19 @@ def main(argv: list[str] | None = None) -> int:
             copies.append(make_copy(args.rev))
             runners.append(Runner(copies[-1], args.timeout))
         for module in modules:
-            tallies.append(run_module(module, runners, args, report))
+            tallies.append(Tally(module))
+            run_module(module, runners, args, report, tallies[-1])
     except KeyboardInterrupt:
-        report("interrupted: stopping the running mutant and removing the scratch copies")
+        report("interrupted: stopping the running mutant and removing the scratch copies (partial results below)")
         for r in runners:
             r.stop()
+        time.sleep(1)  # let the worker threads write the original text back
         return 130
     finally:
         for c in copies:
             shutil.rmtree(c, ignore_errors=True)
+        for t in tallies:
+            t.outcomes.sort(key=lambda o: (o.job.line, o.job.description))
         lines = summary_lines(tallies)
         print("\n".join(lines), flush=True)
         if args.out and tallies:
