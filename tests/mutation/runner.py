@@ -268,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.rev:
         refuse_dirty(modules)
+
+    def interrupt(signum, frame):  # a background run (SIGINT ignored there) stops cleanly on SIGTERM too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, interrupt)
     copies: list[Path] = []
     runners: list[Runner] = []
     tallies: list[Tally] = []
