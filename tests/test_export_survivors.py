@@ -121,3 +121,16 @@ def test_an_open_day_is_provisional_and_records_nothing(conn: psycopg.Connection
     final = export(conn, DAY, tmp_path, now=AFTER)
     assert final.status == "final" and final.manifest["status"] == "final"
     assert conn.execute("SELECT count(*) FROM exported_entries WHERE export_date = %s", (DAY,)).fetchone() == (3,)
+
+
+def test_a_day_with_only_prior_day_adjustments_still_has_its_business_day_row(conn: psycopg.Connection,
+                                                                            tmp_path: Path) -> None:
+    p(conn, "PC-1", 1000, at("2026-11-19 10:00:00"))
+    export(conn, date(2026, 11, 19), tmp_path)
+    p(conn, "RP-LATE", 400, at("2026-11-19 23:00:00"), pay_type="refund", original="PC-1")  # after the close
+    r = export(conn, DAY, tmp_path)
+    assert r.files["summary"].read_text().splitlines()[1:] == [
+        '"2026-11-20","CAD","business_day",0,0,0,0,"0.00","0.00","0.00"',
+        '"2026-11-20","CAD","prior_day_adjustments",1,0,400,-400,"0.00","4.00","(4.00)"',
+        '"2026-11-20","CAD","total",1,0,400,-400,"0.00","4.00","(4.00)"']
+    assert r.manifest["rows"] == {"business_day": 0, "prior_day_adjustments": 1}

@@ -50,6 +50,7 @@ CASES = [
     ({"mchId": "1", "extra": []}, "extra=[]&mchId=1"),
     ({"mchId": "1", "extra": {"0": "a", "1": "b"}}, 'extra=["a","b"]&mchId=1'),
     ({"mchId": "1", "extra": {"1": "a"}}, 'extra={"1":"a"}&mchId=1'),
+    ({"mchId": "1", "extra": ["x", {}, {"0": 1}]}, 'extra=["x",[],[1]]&mchId=1'),
     ({"mchId": "1", "extra": {"n": {"deep": [1.5, "x/y"]}}}, 'extra={"n":{"deep":[1.5,"x\\/y"]}}&mchId=1'),
     ({"b": "2", "a": "1", "sign": "IGNORED", "c": ""}, "a=1&b=2"),
 ]
