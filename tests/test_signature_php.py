@@ -33,6 +33,9 @@ CASES = [
     ({"mchId": "1", "rate": 19.99}, "mchId=1&rate=19.99"),
     ({"mchId": "1", "rate": 0.1 + 0.2}, "mchId=1&rate=0.3"),
     ({"mchId": "1", "rate": 100.0}, "mchId=1&rate=100"),
+    ({"mchId": "1", "rate": 19.0}, "mchId=1&rate=19"),
+    ({"mchId": "1", "rate": 1.0}, "mchId=1&rate=1"),
+    ({"mchId": "1", "rate": -1.0}, "mchId=1&rate=-1"),
     ({"mchId": "1", "rate": -2.5}, "mchId=1&rate=-2.5"),
     ({"mchId": "1", "rate": 1 / 3}, "mchId=1&rate=0.33333333333333"),
     ({"mchId": "1", "rate": 1e25}, "mchId=1&rate=1.0E+25"),
@@ -51,6 +54,7 @@ CASES = [
     ({"mchId": "1", "extra": {"0": "a", "1": "b"}}, 'extra=["a","b"]&mchId=1'),
     ({"mchId": "1", "extra": {"1": "a"}}, 'extra={"1":"a"}&mchId=1'),
     ({"mchId": "1", "extra": ["x", {}, {"0": 1}]}, 'extra=["x",[],[1]]&mchId=1'),
+    ({"mchId": "1", "extra": {"a": {}, "b": {"0": "z"}}}, 'extra={"a":[],"b":["z"]}&mchId=1'),
     ({"mchId": "1", "extra": {"n": {"deep": [1.5, "x/y"]}}}, 'extra={"n":{"deep":[1.5,"x\\/y"]}}&mchId=1'),
     ({"b": "2", "a": "1", "sign": "IGNORED", "c": ""}, "a=1&b=2"),
 ]
