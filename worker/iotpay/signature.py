@@ -21,6 +21,47 @@ from worker.errors import SignatureError, ValidationError
 SIGN_FIELD = "sign"
 
 
+PHP_PRECISION = 14  # PHP's `precision` setting, used when a float is cast to a string
+
+
+def php_float(value: float) -> str:
+    """A float as PHP's string cast prints it: 14 significant digits, `1.0E+25` past them.
+
+    0.1 + 0.2 -> "0.3", 100.0 -> "100", 1e25 -> "1.0E+25", 1e-5 -> "1.0E-5", -0.0 -> "-0".
+    """
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    mantissa, exponent = f"{value:.{PHP_PRECISION - 1}e}".split("e")  # rounded like zend_dtoa mode 2
+    sign = "-" if mantissa.startswith("-") else ""
+    digits = mantissa.lstrip("-").replace(".", "").rstrip("0")
+    point = int(exponent) + 1  # digits are 0.d1d2... x 10**point
+    if point < -3 or point > PHP_PRECISION:
+        shown = int(exponent)
+        return f"{sign}{digits[0]}.{digits[1:] or '0'}E{'-' if shown < 0 else '+'}{abs(shown)}"
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if len(digits) <= point:
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def _php_array(value: Any) -> Any:
+    """A decoded JSON value as PHP holds it after json_decode($body, true): an object whose keys are
+    "0".."n-1" in order (the empty object too) is a list."""
+    if isinstance(value, dict):
+        if list(value) == [str(i) for i in range(len(value))]:
+            return [_php_array(v) for v in value.values()]
+        return {k: _php_array(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_php_array(v) for v in value]
+    return value
+
+
+def php_json(value: Any) -> str:
+    """PHP's json_encode() with its default flags: compact, `/` escaped as `\\/`, non-ASCII as \\uXXXX."""
+    return json.dumps(_php_array(value), ensure_ascii=True, separators=(",", ":")).replace("/", "\\/")
+
+
 def _text(name: str, value: Any) -> str | None:
     """The plain text of a value as the gateway signs it; None means 'left out'."""
     if value is None:
@@ -32,11 +73,11 @@ def _text(name: str, value: Any) -> str | None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(name, "not a finite number")
-        return str(int(value)) if value.is_integer() else repr(value)
+        return php_float(value)
     if isinstance(value, str):
         return value if value != "" else None
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return php_json(value)
     raise ValidationError(name, f"cannot sign a value of type {type(value).__name__}")
 
 
