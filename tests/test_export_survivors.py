@@ -40,21 +40,23 @@ def test_cells_starting_with_tab_or_cr_are_defused_in_the_file(conn: psycopg.Con
     assert row["mch_order_no"] == "'\t=HYPERLINK(1)" and row["auth_num"] == "'\r=2+3"
 
 
-def seed_negative_day(conn: psycopg.Connection) -> None:
-    p(conn, "PC-OLD", 5000, at("2026-11-19 12:00:00"))  # the day before
+def seed_negative_day(conn: psycopg.Connection, out: Path) -> None:
+    p(conn, "PC-OLD", 5000, at("2026-11-19 12:00:00"))  # the day before, closed in its own file
+    export(conn, date(2026, 11, 19), out)
     p(conn, "RP-1", 3000, at("2026-11-20 09:00:00"), pay_type="refund", original="PC-OLD")
     p(conn, "RP-2", 1999, at("2026-11-20 10:00:00"), pay_type="refund", original="PC-OLD")
     p(conn, "PC-NEW", 250, at("2026-11-20 11:00:00"))
 
 
 def test_a_refund_heavy_day_has_a_negative_net_written_exactly(conn: psycopg.Connection, tmp_path: Path) -> None:
-    seed_negative_day(conn)
+    seed_negative_day(conn, tmp_path)
     r = export(conn, DAY, tmp_path)
     assert r.totals == {"CAD": {"count": 3, "gross_cents": 250, "refunds_cents": 4999, "net_cents": -4749}}
     assert r.files["summary"].read_bytes() == (
-        b'"settlement_date","currency","section","count","gross_cents","refunds_cents","net_cents","gross","refunds","net"\n'
-        b'"2026-11-20","CAD","business_day",3,250,4999,-4749,"2.50","49.99","(47.49)"\n'
-        b'"2026-11-20","CAD","total",3,250,4999,-4749,"2.50","49.99","(47.49)"\n')
+        b'"settlement_date","mch_id","currency","section","count","gross_cents","refunds_cents","net_cents","gross",'
+        b'"refunds","net"\n'
+        b'"2026-11-20","10000701","CAD","business_day",3,250,4999,-4749,"2.50","49.99","(47.49)"\n'
+        b'"2026-11-20","10000701","CAD","total",3,250,4999,-4749,"2.50","49.99","(47.49)"\n')
     rows = list(read_rows(r.files["settlement"]))
     assert [(x["pay_order_id"], x["pay_type"], x["direction"], x["amount_cents"], x["amount"]) for x in rows] == [
         ("RP-1", "refund", "out", "3000", "30.00"), ("RP-2", "refund", "out", "1999", "19.99"),
@@ -76,9 +78,9 @@ def test_a_prior_day_section_with_a_negative_net(conn: psycopg.Connection, tmp_p
     r = export(conn, DAY, tmp_path)
     summary = r.files["summary"].read_text().splitlines()
     assert summary[1:] == [
-        '"2026-11-20","CAD","business_day",1,100,0,100,"1.00","0.00","1.00"',
-        '"2026-11-20","CAD","prior_day_adjustments",1,0,400,-400,"0.00","4.00","(4.00)"',
-        '"2026-11-20","CAD","total",2,100,400,-300,"1.00","4.00","(3.00)"']
+        '"2026-11-20","10000701","CAD","business_day",1,100,0,100,"1.00","0.00","1.00"',
+        '"2026-11-20","10000701","CAD","prior_day_adjustments",1,0,400,-400,"0.00","4.00","(4.00)"',
+        '"2026-11-20","10000701","CAD","total",2,100,400,-300,"1.00","4.00","(3.00)"']
     assert r.totals["CAD"] == {"count": 2, "gross_cents": 100, "refunds_cents": 400, "net_cents": -300}
     assert r.manifest["rows"] == {"business_day": 1, "prior_day_adjustments": 1}
     assert r.manifest["prior_day_adjustment_dates"] == ["2026-11-19"]
@@ -88,7 +90,7 @@ def test_a_prior_day_section_with_a_negative_net(conn: psycopg.Connection, tmp_p
 @pytest.mark.parametrize("which", ["settlement", "summary", "manifest"])
 def test_an_edited_closed_day_file_is_never_given_back_as_it_is(conn: psycopg.Connection, tmp_path: Path,
                                                                  which: str) -> None:
-    seed_negative_day(conn)
+    seed_negative_day(conn, tmp_path)
     first = export(conn, DAY, tmp_path)
     original = {k: v.read_bytes() for k, v in first.files.items()}
     edit = {"settlement": (b'"19.99"', b'"1.99"'), "summary": (b'"49.99"', b'"0.00"'),
@@ -97,13 +99,14 @@ def test_an_edited_closed_day_file_is_never_given_back_as_it_is(conn: psycopg.Co
     assert edited != original[which]
     first.files[which].write_bytes(edited)
     again = export(conn, DAY, tmp_path)
-    # the closed day is regenerated from the ledger and checked against the stored SHA-256s: the edit is gone
+    # the closed day is regenerated from the ledger and checked against the stored SHA-256s: the edit is gone,
+    # and the export says it restored the files rather than giving them back as they were
     assert {k: v.read_bytes() for k, v in again.files.items()} == original
-    assert again.status == "unchanged" and again.manifest == first.manifest
+    assert again.status == "restored" and again.manifest == first.manifest
 
 
 def test_files_left_intact_are_not_rewritten(conn: psycopg.Connection, tmp_path: Path) -> None:
-    seed_negative_day(conn)
+    seed_negative_day(conn, tmp_path)
     first = export(conn, DAY, tmp_path)
     stamps = {k: v.stat().st_mtime_ns for k, v in first.files.items()}
     again = export(conn, DAY, tmp_path)
@@ -112,12 +115,12 @@ def test_files_left_intact_are_not_rewritten(conn: psycopg.Connection, tmp_path:
 
 
 def test_an_open_day_is_provisional_and_records_nothing(conn: psycopg.Connection, tmp_path: Path) -> None:
-    seed_negative_day(conn)
+    seed_negative_day(conn, tmp_path)
     r = export(conn, DAY, tmp_path, now=at("2026-11-20 23:59:59"))
     assert r.status == "provisional" and r.manifest["status"] == "provisional"
     assert r.totals["CAD"]["net_cents"] == -4749
-    assert conn.execute("SELECT count(*) FROM settlement_exports").fetchone() == (0,)
-    assert conn.execute("SELECT count(*) FROM exported_entries").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM settlement_exports WHERE export_date = %s", (DAY,)).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM exported_entries WHERE export_date = %s", (DAY,)).fetchone() == (0,)
     final = export(conn, DAY, tmp_path, now=AFTER)
     assert final.status == "final" and final.manifest["status"] == "final"
     assert conn.execute("SELECT count(*) FROM exported_entries WHERE export_date = %s", (DAY,)).fetchone() == (3,)
@@ -130,7 +133,7 @@ def test_a_day_with_only_prior_day_adjustments_still_has_its_business_day_row(co
     p(conn, "RP-LATE", 400, at("2026-11-19 23:00:00"), pay_type="refund", original="PC-1")  # after the close
     r = export(conn, DAY, tmp_path)
     assert r.files["summary"].read_text().splitlines()[1:] == [
-        '"2026-11-20","CAD","business_day",0,0,0,0,"0.00","0.00","0.00"',
-        '"2026-11-20","CAD","prior_day_adjustments",1,0,400,-400,"0.00","4.00","(4.00)"',
-        '"2026-11-20","CAD","total",1,0,400,-400,"0.00","4.00","(4.00)"']
+        '"2026-11-20","10000701","CAD","business_day",0,0,0,0,"0.00","0.00","0.00"',
+        '"2026-11-20","10000701","CAD","prior_day_adjustments",1,0,400,-400,"0.00","4.00","(4.00)"',
+        '"2026-11-20","10000701","CAD","total",1,0,400,-400,"0.00","4.00","(4.00)"']
     assert r.manifest["rows"] == {"business_day": 0, "prior_day_adjustments": 1}

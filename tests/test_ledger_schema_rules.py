@@ -552,5 +552,12 @@ def test_an_entry_is_exported_no_later_than_its_day_is_settled(conn):
     conn.execute("INSERT INTO settlement_exports (export_date, settlement_tz, manifest) VALUES ('2026-01-02', 'UTC', '{}')")
     conn.execute("INSERT INTO exported_entries (entry_id, export_date, business_date) VALUES (%s, '2026-01-02', '2026-01-02')",
                  (eid,))
+    # an entry is in a file or awaiting one, never both: checked at commit
+    exc = refused(conn, errors.CheckViolation, conn.commit)
+    assert exc.diag.constraint_name == "entry_filed_once"
+    conn.execute("INSERT INTO settlement_exports (export_date, settlement_tz, manifest) VALUES ('2026-01-02', 'UTC', '{}')")
+    conn.execute("DELETE FROM entries_awaiting_file WHERE entry_id = %s", (eid,))
+    conn.execute("INSERT INTO exported_entries (entry_id, export_date, business_date) VALUES (%s, '2026-01-02', '2026-01-02')",
+                 (eid,))
     conn.commit()
     assert n_rows(conn, "exported_entries") == 1

@@ -4,7 +4,7 @@ edges; a full card number never shown by repr()."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -71,8 +71,11 @@ def test_a_v1_form_body_decodes_to_the_same_notify():
     assert n.family == "v1" and n.fields == params and n.raw == raw and n.amount == 4999 and n.currency == "USD"
 
 
-def test_a_pay_keeps_no_original_and_a_void_keeps_its_original():
-    pay = parse_params({**V3, "payType": "pay", "originalOrderId": "PC0"}, TZ)
+def test_a_pay_naming_an_original_is_refused_and_a_void_keeps_its_original():
+    with pytest.raises(ValidationError) as exc:  # a refund is never booked as income
+        parse_params({**V3, "payType": "pay", "originalOrderId": "PC0"}, TZ)
+    assert exc.value.field == "payType" and "originalOrderId 'PC0'" in exc.value.problem
+    pay = parse_params({**V3, "payType": "pay", "originalOrderId": ""}, TZ)
     assert pay.pay_type == "pay" and pay.original_order_id is None and pay.is_refund is False
     void = parse_params({**V3, "payType": "VOID"}, TZ)
     assert void.pay_type == "void" and void.original_order_id == V3["originalOrderId"] and void.is_refund is True
@@ -97,8 +100,9 @@ def test_channel_falls_back_to_channel_id_and_optional_fields_may_be_absent():
 @pytest.mark.parametrize("as_text", [False, True], ids=["int", "str"])
 def test_epoch_milliseconds_range_at_both_bounds(ms, ok, as_text):
     value = str(ms) if as_text else ms
-    if ok:
-        assert parse_pay_succ_time(value, TZ) == datetime.fromtimestamp(ms / 1000, tz=UTC)
+    when = datetime.fromtimestamp(ms / 1000, tz=UTC) if ok else None
+    if ok:  # the format's bounds, judged as of that moment (the ten-year window is tested below)
+        assert parse_pay_succ_time(value, TZ, now=when) == when
     else:
         with pytest.raises(ValidationError) as exc:
             parse_pay_succ_time(value, TZ)
@@ -106,8 +110,20 @@ def test_epoch_milliseconds_range_at_both_bounds(ms, ok, as_text):
 
 
 def test_epoch_bounds_are_the_years_they_should_be():
-    assert parse_pay_succ_time(10**11, TZ) == datetime(1973, 3, 3, 9, 46, 40, tzinfo=UTC)
-    assert parse_pay_succ_time(10**14 - 1, TZ).year == 5138
+    early = datetime(1973, 3, 3, 9, 46, 40, tzinfo=UTC)
+    assert parse_pay_succ_time(10**11, TZ, now=early) == early
+    assert parse_pay_succ_time(10**14 - 1, TZ, now=datetime(5138, 11, 16, tzinfo=UTC)).year == 5138
+
+
+@pytest.mark.parametrize(("days", "ok"), [(3659, True), (3661, False), (-3659, True), (-3661, False)])
+def test_a_time_more_than_ten_years_from_now_is_refused(days, ok):
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    value = int((now + timedelta(days=days)).timestamp() * 1000)
+    if ok:
+        assert parse_pay_succ_time(value, TZ, now=now) == now + timedelta(days=days)
+    else:
+        with pytest.raises(ValidationError, match="more than 3660 days from now"):
+            parse_pay_succ_time(value, TZ, now=now)
 
 
 @pytest.mark.parametrize(("text", "utc"), [
