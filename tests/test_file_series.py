@@ -19,7 +19,6 @@ import pytest
 from tests.test_clock_jobs import clocks
 from tests.test_reconcile_seed import MCH, TORONTO, at, expect, post
 from worker.gateway.expected_refunds import ExpectedRefund, record_refund
-from worker.ledger.checks import run_checks
 from worker.ledger.outcome import Outcome
 from worker.reports.alerts import AlertSink
 from worker.reports.businessday import business_day, last_closed_day

@@ -406,7 +406,7 @@ def test_a_parked_refund_whose_original_is_itself_a_refund_runs_to_give_up_and_a
     schedule = Schedule(give_up_after=timedelta(hours=1))
     t, passes = now, 0
     while True:
-        report = env.sweep(t, schedule)
+        env.sweep(t, schedule)
         passes += 1
         with psycopg.connect(db_url) as conn:
             row = conn.execute("SELECT resolved_at, gave_up_at, last_error FROM parked_queries").fetchone()

@@ -129,6 +129,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"replayed": len(ids), "failed": bad, "rows": rows}, indent=2))
     for r in rows if not args.json else []:
+        if r["outcome"] == "failed" and r["pay_order_id"] is None:
+            print(f"{r['inbox_id']}: failed: {r['reason']}")
+            continue
         print(f"{r['inbox_id']}: {r['outcome']}" + (f" ({r['reason']})" if r["reason"] else "")
               + (f" pay_order_id={r['pay_order_id']}" if r["pay_order_id"] else ""))
     print(f"replayed {len(ids)} row(s), {bad} failed", file=sys.stderr)
