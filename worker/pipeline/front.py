@@ -25,6 +25,7 @@ import io
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,6 +40,8 @@ Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 RETRY_AFTER_S = 5
 # first guess of a request's time on a thread, until requests have been measured
 INITIAL_SERVICE_S = 0.01
+# scope key: time.monotonic() when the server had the request's headers (set by server.py)
+ARRIVED = "iotledger.arrived"
 
 log = structlog.get_logger("worker.pipeline.front")
 
@@ -54,29 +57,36 @@ def _overloaded() -> Response:
 
 
 class Admission:
-    """Work queued for the threads, and how long the threads take: the wait a newcomer would face."""
+    """Work queued for the threads: the wait a newcomer would face, from the queue as it stands.
+
+    The oldest queued task's age is the wait the queue imposes now; the tasks between it and a
+    newcomer add their share of the threads' recent service time. Thread-safe.
+    """
 
     def __init__(self, threads: int, max_wait: float) -> None:
         self.threads = threads
         self.max_wait = max_wait
-        self.queued = 0
         self.service_s = INITIAL_SERVICE_S  # moving average of a task's time on a thread
+        self._queued: deque[float] = deque()  # when each waiting task was queued, oldest first
         self._lock = threading.Lock()
 
-    def expected_wait(self) -> float:
-        """Seconds a task queued now would wait for a thread, by the queue and the recent service time."""
-        return self.queued / self.threads * self.service_s
+    def expected_wait(self, now: float) -> float:
+        """Seconds a task queued now would wait for a thread."""
+        with self._lock:
+            if len(self._queued) < self.threads:
+                return 0.0
+            return now - self._queued[0] + len(self._queued) / self.threads * self.service_s
 
     def would_wait_too_long(self) -> bool:
-        return self.queued >= self.threads and self.expected_wait() > self.max_wait
+        return self.expected_wait(time.monotonic()) > self.max_wait
 
-    def queue(self) -> None:
+    def queue(self, now: float) -> None:
         with self._lock:
-            self.queued += 1
+            self._queued.append(now)
 
     def start(self) -> None:
         with self._lock:
-            self.queued -= 1
+            self._queued.popleft()  # the executor runs tasks in the order they were queued
 
     def done(self, seconds: float) -> None:
         with self._lock:
@@ -115,7 +125,10 @@ class Front:
             closer = None
         else:
             environ = _environ(scope, body, declared, self.max_body_bytes)
-            response, closer = await self._run(self._call_app, environ, time.monotonic(), shed)
+            # the wait is counted from when the server had the request's headers (server.py), so
+            # that time behind a busy event loop counts too
+            arrived = scope.get(ARRIVED, time.monotonic())
+            response, closer = await self._run(self._call_app, environ, arrived, shed)
         if not whole:
             response = (response[0], [*response[1], (b"connection", b"close")], response[2])
         await self._send(send, response)
@@ -143,7 +156,7 @@ class Front:
 
     # ------------------------------------------------------------------ threads
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self.admission.queue()
+        self.admission.queue(time.monotonic())
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, fn, args)
 
     def _timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -154,9 +167,9 @@ class Front:
         finally:
             self.admission.done(time.monotonic() - started)
 
-    def _call_app(self, environ: dict[str, Any], queued_at: float, shed: bool) -> tuple[Response, Callable[[], None] | None]:
+    def _call_app(self, environ: dict[str, Any], arrived: float, shed: bool) -> tuple[Response, Callable[[], None] | None]:
         """On a thread: the app's answer (collected whole) and its close(), or 503 if it waited too long."""
-        if shed and time.monotonic() - queued_at > self.admission.max_wait:
+        if shed and time.monotonic() - arrived > self.admission.max_wait:
             return _overloaded(), None
         started: list[Any] = []
 

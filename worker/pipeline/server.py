@@ -19,6 +19,7 @@ On top of uvicorn's h11 protocol, `DeadlineProtocol` bounds what a connection ma
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import h11
@@ -27,7 +28,7 @@ from uvicorn_worker import UvicornWorker
 
 from worker.config import settings
 from worker.pipeline import metrics
-from worker.pipeline.front import Front
+from worker.pipeline.front import ARRIVED, Front
 
 # the request line and headers, in all: a notify needs well under 2 KiB
 MAX_HEADER_BYTES = 16 * 1024
@@ -78,6 +79,9 @@ class DeadlineProtocol(H11Protocol):
     def _disarm_if_read(self) -> None:
         if not self._reading():
             self._disarm()
+            if self.cycle is not None and ARRIVED not in self.cycle.scope:
+                # the request is whole from now: the front counts its wait from here
+                self.cycle.scope[ARRIVED] = time.monotonic()  # type: ignore[typeddict-unknown-key]
 
     def _expired(self) -> None:
         self._deadline = None
