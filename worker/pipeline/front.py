@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -40,6 +40,8 @@ Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 RETRY_AFTER_S = 5
 # first guess of a request's time on a thread, until requests have been measured
 INITIAL_SERVICE_S = 0.01
+# how often the event loop checks how late it runs (a loop behind by seconds must shed too)
+LAG_PROBE_S = 0.1
 # scope key: time.monotonic() when the server had the request's headers (set by server.py)
 ARRIVED = "iotledger.arrived"
 
@@ -67,15 +69,16 @@ class Admission:
         self.threads = threads
         self.max_wait = max_wait
         self.service_s = INITIAL_SERVICE_S  # moving average of a task's time on a thread
+        self.loop_lag_s = 0.0  # how late the event loop ran its last probe (front.watch_loop)
         self._queued: deque[float] = deque()  # when each waiting task was queued, oldest first
         self._lock = threading.Lock()
 
     def expected_wait(self, now: float) -> float:
-        """Seconds a task queued now would wait for a thread."""
+        """Seconds a task queued now would wait for a thread (and, when late, for the event loop)."""
         with self._lock:
             if len(self._queued) < self.threads:
-                return 0.0
-            return now - self._queued[0] + len(self._queued) / self.threads * self.service_s
+                return self.loop_lag_s
+            return self.loop_lag_s + now - self._queued[0] + len(self._queued) / self.threads * self.service_s
 
     def would_wait_too_long(self) -> bool:
         return self.expected_wait(time.monotonic()) > self.max_wait
@@ -132,8 +135,8 @@ class Front:
         if not whole:
             response = (response[0], [*response[1], (b"connection", b"close")], response[2])
         await self._send(send, response)
-        if closer is not None:
-            await self._run(closer)
+        if closer is not None:  # after the answer; shutdown waits for it (executor.shutdown)
+            self._submit(closer)
 
     # ------------------------------------------------------------------ reading
     async def _read_body(self, receive: Callable[..., Any]) -> tuple[bytes, bool] | None:
@@ -156,8 +159,18 @@ class Front:
 
     # ------------------------------------------------------------------ threads
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.wrap_future(self._submit(fn, *args))
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         self.admission.queue(time.monotonic())
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, fn, args)
+        return self.executor.submit(self._timed, fn, args)
+
+    async def _watch_loop(self) -> None:
+        """Measure how late the event loop runs: requests behind a late loop wait too."""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LAG_PROBE_S)
+            self.admission.loop_lag_s = max(0.0, time.monotonic() - started - LAG_PROBE_S)
 
     def _timed(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         self.admission.start()
@@ -200,11 +213,15 @@ class Front:
         await send({"type": "http.response.body", "body": body})
 
     async def _lifespan(self, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        watcher: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                watcher = asyncio.get_running_loop().create_task(self._watch_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if watcher is not None:
+                    watcher.cancel()
                 # the threads finish what they hold (uvicorn waited for the requests already)
                 await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
