@@ -16,10 +16,13 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import selectors
+import socket
 import statistics
 import tempfile
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,27 +85,74 @@ async def closed_loop(port: int, seconds: float, concurrency: int, prefix: str) 
     return results
 
 
-async def open_loop(port: int, seconds: float, rate: float, timeout: float, prefix: str) -> list[Result]:
-    tasks = []
-    start = time.perf_counter()
+def open_loop(port: int, seconds: float, rate: float, timeout: float, prefix: str, start_at: float) -> list[Result]:
+    """Send a notify every 1/rate s on a new connection, whatever the answers, on plain non-blocking
+    sockets (an asyncio client could not keep up with thousands a second on this machine).
+
+    A client gives up after `timeout` s (its connection is closed, as a gateway's would be)."""
+    selector = selectors.DefaultSelector()
     total = int(seconds * rate)
-    for n in range(total):
-        delay = start + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post(port, f"{prefix}{n:08d}", 1000 + n, timeout)))
-    return list(await asyncio.gather(*tasks))
+    results: list[Result] = []
+    live: dict[socket.socket, list] = {}  # sock -> [order id, started, request bytes, answer]
+    by_age: deque[socket.socket] = deque()
+    requests = [request_bytes(f"{prefix}{n:08d}", 1000 + n) for n in range(total)]  # signed before the clock starts
+    time.sleep(max(0.0, start_at - time.time()))
+    begin = time.perf_counter()
+    n = 0
+
+    def finish(sock: socket.socket, status: int | None, timed_out: bool = False) -> None:
+        order_id, started, _, _ = live.pop(sock)
+        results.append(Result(order_id, status, time.perf_counter() - started, timed_out))
+        selector.unregister(sock)
+        sock.close()
+
+    while n < total or live:
+        now = time.perf_counter()
+        while n < total and begin + n / rate <= now:
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            order_id = f"{prefix}{n:08d}"
+            live[sock] = [order_id, time.perf_counter(), requests[n], b""]
+            by_age.append(sock)
+            selector.register(sock, selectors.EVENT_WRITE)
+            n += 1
+        while by_age and (by_age[0] not in live or now - live[by_age[0]][1] > timeout):
+            sock = by_age.popleft()
+            if sock in live:
+                finish(sock, None, timed_out=True)
+        wait = (begin + n / rate - now) if n < total else 0.05
+        for key, mask in selector.select(max(0.0, min(wait, 0.05))):
+            sock = key.fileobj
+            state = live.get(sock)  # type: ignore[arg-type]
+            if state is None:
+                continue
+            try:
+                if mask & selectors.EVENT_WRITE:
+                    sock.send(state[2])  # type: ignore[union-attr]
+                    selector.modify(sock, selectors.EVENT_READ)
+                    continue
+                chunk = sock.recv(65536)  # type: ignore[union-attr]
+            except OSError:
+                finish(sock, None)  # type: ignore[arg-type]
+                continue
+            if chunk:
+                state[3] += chunk
+                continue
+            try:
+                finish(sock, int(state[3].split(b" ", 2)[1]))  # type: ignore[arg-type]
+            except (ValueError, IndexError):
+                finish(sock, None)  # type: ignore[arg-type]
+    return results
 
 
 def _open_loop_process(args: tuple[int, float, float, float, str, float]) -> list[Result]:
-    port, seconds, rate, timeout, prefix, start_at = args
-    time.sleep(max(0.0, start_at - time.time()))
-    return asyncio.run(open_loop(port, seconds, rate, timeout, prefix))
+    return open_loop(*args)
 
 
 def overload(port: int, seconds: float, rate: float, timeout: float, processes: int) -> list[Result]:
-    """The open loop split over client processes (one asyncio loop cannot send thousands a second)."""
-    start_at = time.time() + 0.5
+    """The open loop split over client processes."""
+    start_at = time.time() + 3  # after every process has signed its requests
     jobs = [(port, seconds, rate / processes, timeout, f"PCO{n}", start_at) for n in range(processes)]
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         return [r for part in pool.map(_open_loop_process, jobs) for r in part]

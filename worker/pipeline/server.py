@@ -101,7 +101,7 @@ class IngressWorker(UvicornWorker):
     """gunicorn worker class: uvicorn on asyncio with DeadlineProtocol, serving the WSGI app through Front."""
 
     CONFIG_KWARGS: dict[str, Any] = {
-        "loop": "asyncio",
+        "loop": "uvloop",
         "http": "worker.pipeline.server:DeadlineProtocol",
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
         "lifespan": "on",
