@@ -128,8 +128,8 @@ class Front:
             closer = None
         else:
             environ = _environ(scope, body, declared, self.max_body_bytes)
-            # the wait is counted from when the server had the request's headers (server.py), so
-            # that time behind a busy event loop counts too
+            # the wait is counted from when the server had the whole request (server.py), so that
+            # time behind a busy event loop counts too
             arrived = scope.get(ARRIVED, time.monotonic())
             response, closer = await self._run(self._call_app, environ, arrived, shed)
         if not whole:
