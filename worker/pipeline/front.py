@@ -111,7 +111,7 @@ class Front:
             return
         if scope["type"] != "http":
             return
-        if scope["method"] in ("GET", "HEAD") and scope["path"] == "/healthz":
+        if scope["method"] == "GET" and scope["path"] == "/healthz":
             await self._send(send, _plain(200, b"ok"))
             return
         declared = _content_length(scope)
