@@ -175,6 +175,9 @@ class FuzzRun:
                 self.outcomes[handled.outcome or "skipped"] += 1
             except PermanentError:
                 self.outcomes["failed"] += 1
+            except Exception as exc:  # the worker would retry this row forever, then mark it dead
+                self.outcomes["worker raised"] += 1
+                raise AssertionError(f"worker raised {type(exc).__name__}: {exc} on inbox row {inbox_id}") from exc
             state, outcome, body, ctype = self.conn.execute(
                 "SELECT state, outcome, body, content_type FROM inbox WHERE id = %s", (inbox_id,)).fetchone()
             assert state in ("done", "failed"), f"inbox row {inbox_id} left {state}"

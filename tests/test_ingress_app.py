@@ -342,3 +342,11 @@ def test_a_signed_notify_with_a_nul_character_in_its_order_id_is_kept_not_answer
     assert (r.status_code, r.text) == (200, "SUCCESS")
     [row] = stack.rows()
     assert row["pay_order_id"] == "P\ufffdC1" and b"P\\u0000C1" in bytes(row["body"])
+
+    from worker.errors import PermanentError
+    from worker.pipeline import process
+
+    with psycopg.connect(stack.db_url) as conn, pytest.raises(PermanentError):
+        process.handle(conn, row["id"], stack.settings)
+    [row] = stack.rows()
+    assert row["state"] == "failed" and "PostgreSQL refused" in row["reason"]
