@@ -157,9 +157,23 @@ def _bad_sign(params: dict) -> dict:
         (lambda: (json.dumps({k: v for k, v in v3_pay("PC1", 1).items() if k != "mchId"}).encode(), "application/json"),
          400, "mchId: missing", "missing_mch_id"),
         (lambda: (b"", "application/json"), 400, "body: empty", "malformed_body"),
+        (lambda: (b"[" * 30000 + b"]" * 30000, "application/json"), 400, "body: nested deeper than", "malformed_body"),
+        (lambda: (b'{"a":' * 10000 + b"1" + b"}" * 10000, "application/json"), 400, "body: nested deeper than",
+         "malformed_body"),
+        (lambda: (b'{"mchId":"\xff\xfe"}', "application/json"), 400, "body: not UTF-8 text", "malformed_body"),
+        (lambda: (b'"just a string"', "application/json"), 400, "body: JSON body must be an object", "malformed_body"),
+        (lambda: (b'{"amount":' + b"9" * 5000 + b"}", "application/json"), 400, "body: a number has more than",
+         "malformed_body"),
+        (lambda: (b'{"amount":1e999}', "application/json"), 400, "body: a number is out of range", "malformed_body"),
+        (lambda: (b'{"amount":NaN}', "application/json"), 400, "body: NaN is not JSON", "malformed_body"),
+        (lambda: (json.dumps(v3_pay("PC1", 1))[:-1].encode() + b', "amount": 5}', "application/json"), 400,
+         "body: key 'amount' appears twice", "malformed_body"),
+        (lambda: (b'{"mchId":"\\ud800"}', "application/json"), 400, "body: a field is not valid Unicode",
+         "malformed_body"),
     ],
     ids=["too_large", "not_json_nor_form", "malformed_json", "missing_sign", "unknown_mch", "bad_sign_v3", "bad_sign_v1",
-         "wrong_key", "sign_shape", "json_array", "missing_mch", "empty"],
+         "wrong_key", "sign_shape", "json_array", "missing_mch", "empty", "deep_arrays", "deep_objects", "not_utf8",
+         "json_string", "huge_int", "huge_float", "nan", "repeated_key", "lone_surrogate"],
 )
 def test_refusals_answer_4xx_with_a_reason_and_store_and_queue_nothing(stack, make, status, reason, label):
     body, ctype = make()
@@ -317,3 +331,22 @@ def test_a_card_number_sent_as_a_json_number_is_masked_too(stack):
     assert r.status_code == 200
     [row] = stack.rows()
     assert b"4325671234562266" not in bytes(row["body"]) and row["pan_masked"]
+
+
+def test_a_signed_notify_with_a_nul_character_in_its_order_id_is_kept_not_answered_5xx(stack):
+    # PostgreSQL refuses NUL in a text column: the listing column gets U+FFFD, the body keeps the
+    # signed bytes, and the worker records why it cannot post it
+    params = v3_pay("P\u0000C1", 100)
+    with stack.client() as c:
+        r = post_json(c, params)
+    assert (r.status_code, r.text) == (200, "SUCCESS")
+    [row] = stack.rows()
+    assert row["pay_order_id"] == "P\ufffdC1" and b"P\\u0000C1" in bytes(row["body"])
+
+    from worker.errors import PermanentError
+    from worker.pipeline import process
+
+    with psycopg.connect(stack.db_url) as conn, pytest.raises(PermanentError):
+        process.handle(conn, row["id"], stack.settings)
+    [row] = stack.rows()
+    assert row["state"] == "failed" and "PostgreSQL refused" in row["reason"]

@@ -42,6 +42,10 @@ DEFAULT_QUEUE_NAME = "iotpay"
 DEFAULT_MAX_AMOUNT_CENTS = notify.DEFAULT_MAX_AMOUNT_CENTS
 DEFAULT_ALERTS_PER_CLASS = 20
 MAX_AMOUNT_LIMIT = 10**15  # a million orders at this size still sum far inside a bigint
+# a request's headers and body must arrive within this (408 after); IOTPay sends a notify at once
+DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS = 10.0
+# a notify that would wait longer than this for a thread is answered 503 at once (IOTPay retries)
+DEFAULT_WEB_MAX_WAIT_SECONDS = 1.0
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -129,6 +133,8 @@ class Settings:
     queue_name: str = DEFAULT_QUEUE_NAME
     max_amount_cents: int = DEFAULT_MAX_AMOUNT_CENTS
     alerts_per_class: int = DEFAULT_ALERTS_PER_CLASS
+    web_request_timeout_seconds: float = DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS
+    web_max_wait_seconds: float = DEFAULT_WEB_MAX_WAIT_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -158,6 +164,9 @@ class Settings:
             queue_name=env.get("IOTLEDGER_QUEUE") or DEFAULT_QUEUE_NAME,
             max_amount_cents=_max_amount(env),
             alerts_per_class=_int(env, "IOTLEDGER_ALERTS_PER_CLASS", DEFAULT_ALERTS_PER_CLASS, 1),
+            web_request_timeout_seconds=_float(env, "IOTLEDGER_WEB_REQUEST_TIMEOUT_SECONDS",
+                                               DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS),
+            web_max_wait_seconds=_float(env, "IOTLEDGER_WEB_MAX_WAIT_SECONDS", DEFAULT_WEB_MAX_WAIT_SECONDS),
         )
 
 

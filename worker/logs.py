@@ -2,12 +2,18 @@
 
 JSON lines when stderr is not a terminal, readable console output when it is. Merchant keys
 and full card numbers never reach a log line: `Redactor` scrubs every event before rendering.
+
+Each record is written with its newline in one write call, under one lock per process shared by
+structlog and stdlib logging, so threads never interleave two records; one write per record is
+what keeps processes apart too (a pipe write of up to PIPE_BUF, 4096 bytes, and any write to a
+file opened for appending are whole; dramatiq's worker processes send each write as one message).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -50,13 +56,23 @@ class Redactor:
 
 
 class _Stderr:
-    """Writes to whatever sys.stderr is at the moment of writing (test runners swap it)."""
+    """Writes to whatever sys.stderr is at the moment of writing (test runners swap it).
+
+    One write() call is one record with its newline; it is written and flushed under a process-wide
+    lock, so that a record from another thread (structlog's or stdlib's) never lands inside it.
+    """
+
+    _lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        with self._lock:
+            stream = sys.stderr
+            n = stream.write(text)
+            stream.flush()
+            return n
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        pass  # every write flushed already
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -82,7 +98,8 @@ def configure(keys: Iterable[str] = (), *, level: str = "INFO", json: bool | Non
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        # WriteLogger writes message + newline in one call (PrintLogger's print() made it two)
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,  # True would pin loggers and defeat structlog.testing.capture_logs
     )
     # third-party stdlib logging (dramatiq, gunicorn) goes through the same redactor and renderer

@@ -1,5 +1,5 @@
 """Benchmark: the ingress's requests per second, p50 and p99 latency at a fixed concurrency,
-next to the same server stack (gunicorn, same config and workers) answering a bare 200 with
+next to the same server stack (gunicorn, uvicorn workers, same config) answering a bare 200 with
 no work: the ceiling of the HTTP layer.
 
     python -m tests.benchmarks.bench_ingress [--requests 5000] [--concurrency 8] [--workers 2]
@@ -109,7 +109,7 @@ def main() -> None:
                 stop(proc)
         with psycopg.connect(db_url) as conn:
             stored = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
-        print(f"gunicorn gthread, {args.workers} workers x 4 threads; concurrency {args.concurrency}; "
+        print(f"gunicorn + uvicorn workers (front.py), {args.workers} workers x 4 threads; concurrency {args.concurrency}; "
               f"{args.requests} requests each; {os.cpu_count()} CPUs")
         for label, r in results.items():
             print(f"  {label:<20} {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms   "

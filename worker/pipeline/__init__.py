@@ -10,4 +10,6 @@
     redrive.py     rows not done after an age are queued again
     metrics.py     the ingress's Prometheus metrics and the inbox gauges
     gunicorn_conf.py  gunicorn settings for `iotledger web`
+    server.py      gunicorn's worker class (uvicorn) and the per-request read deadline
+    front.py       the ASGI front: whole requests to the app's threads, load shed with 503
 """

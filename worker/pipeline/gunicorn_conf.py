@@ -17,17 +17,16 @@ _s = settings()
 
 bind = f"{_s.web_host}:{_s.web_port}"
 workers = _s.web_workers
-# threads, so that a slow client holds one thread, not a whole process
-worker_class = "gthread"
+# uvicorn workers (server.py): requests are read on an event loop, so a slow client holds no
+# thread; whole requests go to the app on THREADS threads per process (front.py)
+worker_class = "worker.pipeline.server.IngressWorker"
 THREADS = 4
 threads = THREADS
-# a notify is answered in milliseconds; a request stuck this long is a bug or an attack
+# a worker whose event loop does not report for this long is killed and replaced
 timeout = 30
+# SIGTERM: stop accepting, finish what is held (each request is bounded by its read deadline)
 graceful_timeout = 20
 keepalive = 5
-# IOTPay's notify is a few hundred bytes; refuse absurd request lines and headers early
-limit_request_line = 4096
-limit_request_fields = 50
 accesslog = None
 # gunicorn's control socket (for gunicornc) is not used; disabled so that several servers on one
 # host (tests, benchmarks) do not fight over $HOME/.gunicorn/gunicorn.ctl

@@ -136,23 +136,29 @@ def load(conn: psycopg.Connection, inbox_id: int) -> InboxRow | None:
     return InboxRow(**row) if row else None
 
 
+def _storable(reason: str | None) -> str | None:
+    """A reason PostgreSQL can store: it may quote a field holding a NUL character, which a text refuses."""
+    return reason.replace("\x00", "\ufffd") if reason is not None else None
+
+
 def mark_done(conn: psycopg.Connection, inbox_id: int, outcome: str, reason: str | None) -> str:
     """Mark the row done with its ledger outcome; the first outcome stands. Returns the stored outcome."""
     with translated(), _one_statement(conn):
-        row = conn.execute(q("inbox_mark_done"), {"id": inbox_id, "outcome": outcome, "reason": reason}).fetchone()
+        row = conn.execute(q("inbox_mark_done"), {"id": inbox_id, "outcome": outcome,
+                                                  "reason": _storable(reason)}).fetchone()
     return row[0] if row else outcome
 
 
 def mark_failed(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
     """Record a permanent error (not retried) with its reason."""
     with translated(), _one_statement(conn):
-        conn.execute(q("inbox_mark_failed"), {"id": inbox_id, "reason": reason})
+        conn.execute(q("inbox_mark_failed"), {"id": inbox_id, "reason": _storable(reason)})
 
 
 def mark_dead(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
     """Record that retries ran out, with the last error."""
     with translated(), _one_statement(conn):
-        conn.execute(q("inbox_mark_dead"), {"id": inbox_id, "reason": reason})
+        conn.execute(q("inbox_mark_dead"), {"id": inbox_id, "reason": _storable(reason)})
 
 
 def count_attempt(conn: psycopg.Connection, inbox_id: int) -> None:

@@ -1,4 +1,5 @@
-"""The webhook ingress: a plain WSGI app (no framework: four routes do not need one).
+"""The webhook ingress: a plain WSGI app (no framework: four routes do not need one), served by
+gunicorn's uvicorn workers through front.py, which hands it only whole requests.
 
     POST /iotpay/notify   screen the body, store it in the inbox, answer, then enqueue its id
     GET  /healthz         the process is alive
@@ -36,7 +37,7 @@ NOTIFY_PATH = "/iotpay/notify"
 # A request waits at most this long for a database connection before answering 503.
 POOL_WAIT_S = 3.0
 READY_TIMEOUT_S = 2.0
-# connections per web process: gunicorn's threads (gunicorn_conf.THREADS) and a spare for /metrics
+# connections per web process: front.py's threads (gunicorn_conf.THREADS) and a spare for /metrics
 POOL_SIZE = 8
 
 log = structlog.get_logger("worker.pipeline.ingress")

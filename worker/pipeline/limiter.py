@@ -1,8 +1,9 @@
 """Refusals per source address: a flood of forgeries is cut off cheaply, real notifies go on.
 
-An address that collected `per_minute` refusals in the current minute is refused at once
-(429) for the rest of that minute, before its body is read or verified, and without a log line
-per request. Addresses that are not refused are never limited, however many notifies they
+An address that collected `per_minute` refusals in the current minute gets 429 instead of its
+refusal for the rest of that minute, without a log line per request. Its bodies are still read
+and verified (ingress.py): behind a proxy many senders share one address, and a genuine notify
+from it must still be stored. Addresses that are not refused are never limited, however many notifies they
 send. The count is kept per web process (no Redis round trip on the hot path, and it works
 with Redis down), so with N gunicorn workers an address gets at most N x per_minute.
 """

@@ -20,6 +20,8 @@ ACCEPTED = Counter("iotledger_notify_accepted_total", "Notifies stored in the in
 DUPLICATE = Counter("iotledger_notify_duplicate_total", "Notifies whose body was already in the inbox (acknowledged again).")
 REFUSED = Counter("iotledger_notify_refused_total", "Notifies refused with a 4xx, by reason.", ["reason"])
 UNAVAILABLE = Counter("iotledger_notify_unavailable_total", "Notifies answered 503 because PostgreSQL was unavailable.")
+SHED = Counter("iotledger_requests_shed_total", "Requests answered 503 at once because the threads were too far behind.")
+TIMED_OUT = Counter("iotledger_requests_timed_out_total", "Connections closed with 408: request not received in time.")
 ENQUEUE_FAILED = Counter("iotledger_notify_enqueue_failed_total", "Stored notifies that could not be queued (redrive will).")
 LATENCY = Histogram(
     "iotledger_notify_seconds", "Time to answer a notify (store included, enqueue excluded).",

@@ -121,7 +121,9 @@ def screen(raw: bytes, content_type: str | None, merchants: Merchants) -> Screen
         family=family,
         is_json=is_json,
         mch_id=str(mch_id),
-        pay_order_id=str(order) if order not in (None, "") else None,
+        # the inbox lists rows by this text column; PostgreSQL refuses a NUL in a text (the body,
+        # stored as bytes, keeps it, and the worker records why that notify cannot be posted)
+        pay_order_id=str(order).replace("\x00", "\ufffd") if order not in (None, "") else None,
         body=body,
         body_sha256=hashlib.sha256(raw).digest(),
         pan_masked=masked,
