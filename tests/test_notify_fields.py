@@ -198,7 +198,7 @@ def test_family_detection():
 
 
 @pytest.mark.parametrize(("body", "ctype", "family"), [
-    (b'{"amount": 1}', None, "v3"), (b'  {"amount": "1"}', "", "v1"), (b"a=1", None, "v1"),
+    (b'{"amount": 1}', None, "v3"), (b'  {"amount": "1"}', "", "v3"), (b"a=1", None, "v1"),
     (b'{"amount": 1}', "application/json; charset=utf-8", "v3"), (b"a=1", "APPLICATION/X-WWW-FORM-URLENCODED", "v1"),
 ])
 def test_bodies_without_or_with_odd_content_types(body, ctype, family):
@@ -209,3 +209,20 @@ def test_not_an_object_is_refused():
     with pytest.raises(ValidationError) as exc:
         parse_params(["x"], TZ)  # type: ignore[arg-type]
     assert exc.value.field == "body"
+
+
+@pytest.mark.parametrize("digits", ["¹²³⁴⁵⁶⁷⁸⁹⁰¹²³", "١٧٠٦٨٠٣٨٣٠٨٦٩"])  # superscripts, Arabic-Indic
+def test_pay_succ_time_in_other_scripts_digits_is_a_validation_error(digits):
+    with pytest.raises(ValidationError) as exc:
+        parse_pay_succ_time(digits, TZ)
+    assert exc.value.field == "paySuccTime"
+
+
+def test_a_json_body_is_v3_even_when_every_value_is_a_string():
+    from worker.iotpay.notify import decode_body
+
+    family, params = decode_body(b'{"payOrderId": "P1", "mchId": "1", "amount": "100", "currency": "USD"}',
+                                 "application/json")
+    assert family == "v3" and params["currency"] == "USD"
+    with pytest.raises(ValidationError, match="V3 orders are CAD only"):
+        parse_params({**params, "status": "2"}, TZ, family=family)

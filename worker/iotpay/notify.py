@@ -122,7 +122,8 @@ def parse_pay_succ_time(value: Any, gateway_tz: ZoneInfo, *, now: datetime | Non
     """
     if value is None or value == "":
         return None
-    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit():
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isascii() \
+            and value.isdigit():  # ASCII only: str.isdigit() also accepts superscripts and other scripts' digits
         ms = int(value)
         if not 10**11 <= ms < 10**14:
             raise ValidationError("paySuccTime", f"epoch milliseconds out of range: {value!r}")
@@ -307,7 +308,7 @@ def decode_body(raw: bytes, content_type: str | None) -> tuple[Family, dict[str,
         data = load_json(text)
         if not isinstance(data, dict):
             raise ValidationError("body", "JSON body must be an object")
-        return detect_family(data), data
+        return "v3", data  # IOTPay notifies V3 as JSON and v1 as form fields, whatever the values' types
     if ctype in ("application/x-www-form-urlencoded", "") and "=" in text:
         try:
             pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, encoding="utf-8", errors="strict")
