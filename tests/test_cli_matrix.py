@@ -103,3 +103,29 @@ def test_check_against_an_empty_database_names_migrate(empty_db_url, redis_url):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("iotledger: database ")
     assert "run iotledger migrate" in proc.stderr
+
+
+def test_a_database_that_does_not_exist_is_a_configuration_error_in_one_line(pg_server_url, redis_url):
+    from tests.fix_db import with_dbname
+
+    proc = cli.run("check", env={"DATABASE_URL": with_dbname(pg_server_url, "no_such_database_here"),
+                                 "REDIS_URL": redis_url})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("iotledger: configuration error: DATABASE_URL:") and "does not exist" in line
+
+
+def test_postgresql_down_is_one_line(redis_url):
+    proc = cli.run("check", env={"DATABASE_URL": DOWN_URL, "REDIS_URL": redis_url})
+    assert proc.returncode == 3
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("iotledger: service unavailable: PostgreSQL unavailable:")
+
+
+def test_a_redis_password_is_masked_in_every_form():
+    from worker.services import masked
+
+    assert masked("redis://:r3dispw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert masked("redis://default:pw@h:6379/0") == "redis://default:***@h:6379/0"
+    assert masked("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert masked("postgresql://u@h:5432/db") == "postgresql://u@h:5432/db"

@@ -86,7 +86,8 @@ def test_clock_down_for_11_days_closes_every_day_in_order_and_verifies(db_url, c
     report = verify(conn, tmp_path, now=at("2026-11-12 00:16:00"))
     assert report.ok, report.findings
     assert (report.closed_days, report.first_day, report.last_day) == (11, "2026-11-01", "2026-11-11")
-    assert report.totals == [{"mch_id": MCH, "currency": "CAD", "files_net_cents": 6600, "ledger_net_cents": 6600}]
+    assert report.totals == [{"mch_id": MCH, "currency": "CAD", "files_net_cents": 6600, "files_net": "66.00",
+                              "ledger_net_cents": 6600, "ledger_net": "66.00"}]
     for n in range(1, 12):
         assert filed(conn, f"PC-{n}") == [day(n)]
     # every manifest names the one before it: a chain

@@ -160,7 +160,7 @@ def down(settings: Settings) -> list[str]:
 
 def masked(url: str) -> str:
     """A URL with its password replaced by ***."""
-    return re.sub(r"(//[^:/@]+:)[^@/]*@", r"\1***@", url)
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _pg_answers(url: str) -> bool:

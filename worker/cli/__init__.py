@@ -65,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"run iotledger migrate", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        print(f"iotledger: service unavailable: PostgreSQL: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        err = context.connect_error(exc)
+        if isinstance(err, ConfigError):
+            print(f"iotledger: configuration error: {err}", file=sys.stderr)
+            return 2
+        print(f"iotledger: service unavailable: {err}", file=sys.stderr)
         return 3
     except MigrationError as exc:
         print(f"iotledger: migrations: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ import psycopg
 
 from worker import logs
 from worker.config import Settings, settings
-from worker.errors import RetryableError
+from worker.errors import ConfigError, RetryableError
 from worker.services import Endpoints, endpoints
 
 
@@ -46,4 +46,15 @@ def connect(autocommit: bool = False) -> psycopg.Connection:
     try:
         return psycopg.connect(app_endpoints().database_url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.OperationalError as exc:
-        raise RetryableError(f"PostgreSQL unavailable: {exc}".strip()) from exc
+        raise connect_error(exc) from exc
+
+
+def connect_error(exc: psycopg.OperationalError) -> Exception:
+    """One line: a database or role that does not exist, or a refused password, is configuration (exit 2);
+    anything else is the service being unavailable (exit 3)."""
+    text = str(exc).strip()
+    fatal = next((line.split("FATAL:", 1)[1].strip() for line in text.splitlines() if "FATAL:" in line), None)
+    if fatal and ("does not exist" in fatal or "authentication failed" in fatal or "no password" in fatal):
+        return ConfigError("DATABASE_URL", fatal)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return RetryableError(f"PostgreSQL unavailable: {first}")

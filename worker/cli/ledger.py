@@ -81,7 +81,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         for code, t in report.currencies.items():
             print(f"{code}: paid {t['paid']}  refunded {t['refunded']}  net {t['net']} cents "
-                  f"({t['pays']} pays, {t['refunds']} refunds/voids)")
+                  f"({t['pay_count']} pays, {t['refund_count']} refunds/voids)")
         for label, rows in ([("merchant", report.merchants)] +
                             ([(f"{report.day['date']}", report.day["merchants"])] if report.day else [])):
             for m in rows:

@@ -52,7 +52,7 @@ class CheckReport:
 def _merchant_totals(cur: psycopg.Cursor, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
     rows = cur.execute(q("totals_by_merchant"), {"start": start, "end": end}).fetchall()
     return [{"mch_id": r["mch_id"], "currency": r["currency"], "paid": int(r["paid"]), "refunded": int(r["refunded"]),
-             "net": int(r["paid"]) - int(r["refunded"]), "pays": int(r["pays"]), "refunds": int(r["refunds"])}
+             "net": int(r["paid"]) - int(r["refunded"]), "pay_count": int(r["pays"]), "refund_count": int(r["refunds"])}
             for r in rows]
 
 
@@ -87,16 +87,16 @@ def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = Non
         merchants = _merchant_totals(cur, None, None)
         totals: dict[str, dict[str, int]] = {}
         for m in merchants:
-            t = totals.setdefault(m["currency"], {"paid": 0, "refunded": 0, "pays": 0, "refunds": 0})
+            t = totals.setdefault(m["currency"], {"paid": 0, "refunded": 0, "pay_count": 0, "refund_count": 0})
             for k in t:
                 t[k] += m[k]
         clearing = {r["currency"]: r["clearing"] for r in cur.execute(q("clearing_by_currency")).fetchall()}
         currencies = {}
         for cur_code in sorted(set(totals) | set(clearing)):
-            t = totals.get(cur_code, {"paid": 0, "refunded": 0, "pays": 0, "refunds": 0})
+            t = totals.get(cur_code, {"paid": 0, "refunded": 0, "pay_count": 0, "refund_count": 0})
             net = int(t["paid"]) - int(t["refunded"])
             currencies[cur_code] = {"paid": int(t["paid"]), "refunded": int(t["refunded"]), "net": net,
-                                    "pays": int(t["pays"]), "refunds": int(t["refunds"]),
+                                    "pay_count": int(t["pay_count"]), "refund_count": int(t["refund_count"]),
                                     "clearing": int(clearing.get(cur_code, 0))}
             if int(clearing.get(cur_code, 0)) != net:
                 violations.append({"rule": "clearing_equals_net", "currency": cur_code,

@@ -30,9 +30,10 @@ def order_view(conn: psycopg.Connection, pay_order_id: str) -> dict[str, Any] | 
             conn.rollback()
             if not notifies:
                 return None
-            return {"pay_order_id": pay_order_id, "state": "not_in_ledger",
-                    "reason": "acknowledged notifies for this id never reached the ledger (see notifies)",
-                    "notifies": notifies}
+            waiting = all(n["state"] in ("received", "queued") for n in notifies)
+            reason = ("acknowledged, waiting for a worker to post it (see notifies)" if waiting else
+                      "acknowledged notifies for this id did not reach the ledger (see notifies and their reasons)")
+            return {"pay_order_id": pay_order_id, "state": "not_in_ledger", "reason": reason, "notifies": notifies}
         refunds = cur.execute(q("order_refunds"), {"pay_order_id": pay_order_id}).fetchall()
         legs = cur.execute(q("order_entries"), {"pay_order_id": pay_order_id}).fetchall()
         exceptions = cur.execute(q("order_exceptions"), {"pay_order_id": pay_order_id}).fetchall()

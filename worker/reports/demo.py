@@ -213,7 +213,7 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
     from worker.merchants import Merchant, Merchants
     from worker.migrations import migrate
     from worker.reports.alerts import AlertSink
-    from worker.reports.export import export_day
+    from worker.reports.export import ExportError, export_day
     from worker.reports.reconcile import reconcile
 
     if orders < MIN_ORDERS:
@@ -387,7 +387,11 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
             step("reconcile")
 
             with psycopg.connect(db) as conn:
-                exported = export_day(conn, day, tz, out_dir, now=now)
+                try:
+                    exported = export_day(conn, day, tz, out_dir, now=now)
+                except ExportError as exc:
+                    raise DemoError(f"{Path(out_dir) / str(day)} holds settlement files of an earlier run ({exc}); "
+                                    "give another folder with --out, or remove that one") from None
             report.export = {"status": exported.status, "folder": str(exported.folder),
                              "files": {k: str(v) for k, v in exported.files.items()},
                              "rows": exported.manifest["rows"]}
@@ -445,8 +449,10 @@ def summary(report: DemoReport) -> str:
             f"      {exp['files']['workbook']}  (the same rows as a workbook: identifiers stay text)",
             f"      {exp['files']['summary']}  (per merchant and currency: count, gross, refunds, net)",
             f"      {exp['files']['manifest']}  (row counts and SHA-256 of each file)",
-            f"      audit the series: iotledger files verify --out {Path(exp['folder']).parent}",
         ]
+        if not report.dropped_database:
+            lines.append(f"      audit the series: iotledger files verify --out {Path(exp['folder']).parent} "
+                         "(with the DATABASE_URL below)")
     lines.append("")
     if report.dropped_database:
         lines.append("The demo's scratch database was dropped (iotledger demo --keep keeps it).")

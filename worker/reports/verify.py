@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
+from worker import money
 from worker.reports.businessday import business_day
 from worker.reports.export import csv_rows_by_entry, file_names, manifest_bytes
 from worker.sqlfiles import q
@@ -225,7 +226,8 @@ def _check_totals(cur: psycopg.Cursor, end: datetime, last_written: datetime, la
               for r in cur.execute(q("files_ledger_net"), {"end": end, "last_written": last_written}).fetchall()}
     for key in sorted(set(files) | set(ledger)):
         f, g = files.get(key, 0), ledger.get(key, 0)
-        report.totals.append({"mch_id": key[0], "currency": key[1], "files_net_cents": f, "ledger_net_cents": g})
+        report.totals.append({"mch_id": key[0], "currency": key[1], **money.fields("files_net", f),
+                              **money.fields("ledger_net", g)})
         if f != g:
             report.findings.append(Finding("totals", f"merchant {key[0]} {key[1]}: the files hold net {f} cents, "
                                                      f"the ledger {g} cents (difference {g - f})"))
