@@ -6,6 +6,7 @@ fields out of repr, an empty raw body by default)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -13,8 +14,8 @@ import pytest
 
 from tests.factories import MCH
 from worker.errors import ValidationError
-from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, MAX_TIME_SKEW_DAYS, STATUS_MAX, Notify, parse_params, \
-    parse_pay_succ_time
+from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, MAX_TIME_SKEW_DAYS, STATUS_MAX, Notify, decode_body, \
+    parse_body, parse_params, parse_pay_succ_time
 
 TZ = ZoneInfo("America/Vancouver")
 UTC = timezone.utc
@@ -108,3 +109,56 @@ def test_a_notify_is_frozen_keeps_its_fields_out_of_repr_and_defaults_to_an_empt
                    channel=None, card_type=None, card_num=None, auth_num=None, trans_num=None, invoice_num=None,
                    sign=None, fields={})
     assert built.raw == b""
+
+
+# ---------------------------------------------------------------------------------------------- refund and void
+@pytest.mark.parametrize("pay_type", ["void", "VOID", "refund"])
+def test_a_void_or_refund_without_its_original_is_refused_naming_the_field(pay_type):
+    err = _refused({**PAY, "payType": pay_type})
+    assert (err.field, err.problem) == ("originalOrderId", f"missing on a {pay_type.lower()}")
+
+
+def test_a_notify_with_neither_channel_nor_channel_id_has_no_channel():
+    n = parse_params(PAY, TZ)
+    assert n.channel is None and n.card_type is None and n.pay_type == "pay" and n.original_order_id is None
+    assert parse_params({**PAY, "channelId": "WX_APP"}, TZ).channel == "WX_APP"
+
+
+# ---------------------------------------------------------------------------------------------- bodies
+def _body_refused(raw: bytes, ctype: str | None) -> ValidationError:
+    with pytest.raises(ValidationError) as exc:
+        decode_body(raw, ctype)
+    return exc.value
+
+
+@pytest.mark.parametrize(("raw", "ctype"), [
+    (b"a=1&b=2", "text/plain"),  # form fields under another type are not form fields
+    (b'{"a": 1}', "application/x-www-form-urlencoded"),  # JSON text under the form type is not JSON
+    (b"abc", "application/x-www-form-urlencoded"),  # no field at all
+])
+def test_a_body_is_read_by_its_content_type_not_by_its_looks(raw, ctype):
+    err = _body_refused(raw, ctype)
+    assert (err.field, err.problem) == ("body", f"neither JSON nor form fields (Content-Type {ctype!r})")
+
+
+@pytest.mark.parametrize("raw", [b"a=1&b", b"a=%FF", b"a=1&&=2"])
+def test_a_form_body_not_strictly_well_formed_utf8_is_malformed(raw):
+    err = _body_refused(raw, "application/x-www-form-urlencoded")
+    assert (err.field, err.problem) == ("body", "malformed form body")
+
+
+def test_a_form_field_in_utf8_percent_encoding_decodes():
+    assert decode_body("subject=Caf%C3%A9".encode(), "application/x-www-form-urlencoded") == ("v1", {"subject": "Café"})
+
+
+def test_params_that_are_not_json_name_the_params_field():
+    err = _body_refused(b"params=%7Bnot-json", "application/x-www-form-urlencoded")
+    assert err.field == "params" and err.problem.startswith("invalid JSON (")
+
+
+def test_parse_body_applies_the_configured_ceiling():
+    raw = json.dumps({**PAY, "amount": 501}).encode()
+    assert parse_body(raw, "application/json", TZ).amount == 501
+    with pytest.raises(ValidationError) as exc:
+        parse_body(raw, "application/json", TZ, max_amount=500)
+    assert exc.value.field == "amount"
