@@ -55,7 +55,7 @@ TARGETS: dict[str, list[str]] = {
     "worker/ledger/posting.py": ["tests/test_posting_survivors.py", "tests/test_ledger_stored_fields.py",
                                  *LAST_WORD_LEDGER, "tests/test_ledger_rules.py", "tests/test_last_word_property.py",
                                  "tests/test_ledger_db_rules.py", "tests/test_ledger_concurrency.py"],
-    "worker/reports/export.py": ["tests/test_export_files.py", "tests/test_export_survivors.py",
+    "worker/reports/export.py": ["tests/test_export_units.py", "tests/test_export_files.py", "tests/test_export_survivors.py",
                                  "tests/test_file_series.py", "tests/test_readme_files.py", "tests/test_export_cli.py"],
 }
 
