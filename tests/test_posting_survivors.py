@@ -221,3 +221,19 @@ def test_a_pending_order_that_succeeds_keeps_the_fields_of_the_success(conn, sou
     post(conn, v3_pay("PC1", 1000, status=0, authNum=""))
     assert post(conn, v3_pay("PC1", 1000, authNum="Z9"), source=source).outcome is Outcome.POSTED
     assert _order(conn, "PC1", "state", "status", "auth_num", "source") == ("posted", 2, "Z9", source)
+
+
+def test_a_parked_refund_reported_pending_then_success_again_stays_parked_not_a_regression(conn):
+    post(conn, v3_refund("RP1", "PC1", 300))
+    assert post(conn, v3_refund("RP1", "PC1", 300, status=0)).outcome is Outcome.STATUS_REGRESSION
+    again = post(conn, v3_refund("RP1", "PC1", 300))  # only a failed record is judged by its past success
+    assert again.outcome is Outcome.PARKED
+    assert len(_found(conn, "status_regression")) == 1
+    assert [x.outcome for x in post(conn, v3_pay("PC1", 1000)).released] == [Outcome.POSTED]
+
+
+def test_one_cent_is_the_smallest_amount_posted(conn):
+    assert post(conn, v3_pay("PC1", 1)).outcome is Outcome.POSTED
+    assert post(conn, v3_refund("RP1", "PC1", 1)).outcome is Outcome.POSTED
+    assert entries(conn) == [("PC1", "pay", 1, None), ("RP1", "refund", 1, "PC1")]
+    assert refundable(conn, "PC1") == (1, 0)
