@@ -237,3 +237,11 @@ def test_one_cent_is_the_smallest_amount_posted(conn):
     assert post(conn, v3_refund("RP1", "PC1", 1)).outcome is Outcome.POSTED
     assert entries(conn) == [("PC1", "pay", 1, None), ("RP1", "refund", 1, "PC1")]
     assert refundable(conn, "PC1") == (1, 0)
+
+
+@pytest.mark.parametrize("amount", [0, -300])
+def test_a_non_positive_amount_is_rejected_with_the_amount_in_its_details(conn, amount):
+    r = post(conn, v3_pay("PC1", amount))
+    assert (r.outcome, r.reason) == (Outcome.REJECTED, f"amount must be > 0 cents, got {amount}")
+    assert _found(conn, "non_positive_amount") == [("PC1", r.reason, {"amount": amount}, "non_positive_amount:PC1")]
+    assert order_state(conn, "PC1") == ("rejected", 2, r.reason) and entries(conn) == []
