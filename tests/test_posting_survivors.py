@@ -245,3 +245,12 @@ def test_a_non_positive_amount_is_rejected_with_the_amount_in_its_details(conn, 
     assert (r.outcome, r.reason) == (Outcome.REJECTED, f"amount must be > 0 cents, got {amount}")
     assert _found(conn, "non_positive_amount") == [("PC1", r.reason, {"amount": amount}, "non_positive_amount:PC1")]
     assert order_state(conn, "PC1") == ("rejected", 2, r.reason) and entries(conn) == []
+
+
+def test_a_query_recovering_a_pay_with_a_wrong_refundable_records_the_mismatch(conn):
+    post(conn, v3_refund("RP1", "PC1", 300))
+    r = post(conn, v3_pay("PC1", 1000, refundable=1000), source="query")  # the gateway forgot the refund
+    assert r.outcome is Outcome.POSTED and [x.outcome for x in r.released] == [Outcome.POSTED]
+    assert _found(conn, "refundable_mismatch") == [
+        ("PC1", "gateway states refundable 1000 cents, ledger has 700 cents", {"gateway": 1000, "ledger": 700},
+         "refundable_mismatch:PC1:1000:700")]
