@@ -254,3 +254,11 @@ def test_a_query_recovering_a_pay_with_a_wrong_refundable_records_the_mismatch(c
     assert _found(conn, "refundable_mismatch") == [
         ("PC1", "gateway states refundable 1000 cents, ledger has 700 cents", {"gateway": 1000, "ledger": 700},
          "refundable_mismatch:PC1:1000:700")]
+
+
+def test_a_failed_refund_keeps_its_reason_when_a_later_failed_notify_changes_its_amount(conn):
+    post(conn, v3_refund("RP1", "PC1", 300))
+    first = post(conn, v3_refund("RP1", "PC1", 300, status=9))
+    again = post(conn, v3_refund("RP1", "PC1", 250, status=4))
+    assert (again.outcome, again.reason) == (Outcome.FAILED, "status 4: failed at the gateway")
+    assert _order(conn, "RP1", "state", "status", "reason", "amount") == ("failed", 4, first.reason, 250)
