@@ -262,3 +262,15 @@ def test_a_failed_refund_keeps_its_reason_when_a_later_failed_notify_changes_its
     again = post(conn, v3_refund("RP1", "PC1", 250, status=4))
     assert (again.outcome, again.reason) == (Outcome.FAILED, "status 4: failed at the gateway")
     assert _order(conn, "RP1", "state", "status", "reason", "amount") == ("failed", 4, first.reason, 250)
+
+
+def test_a_pay_reusing_a_refund_id_names_the_original_it_lacks(conn):
+    post(conn, v3_pay("PC1", 1000))
+    post(conn, v3_refund("RP1", "PC1", 300))
+    r = post(conn, v3_pay("RP1", 300))
+    assert r.outcome is Outcome.CONFLICT
+    assert r.reason == ("same order id, different pay_type ('refund' recorded, 'pay' received), original_order_id "
+                        "('PC1' recorded, None received)")
+    (found,) = _found(conn, "conflict")
+    assert found[2]["differences"] == {"pay_type": {"recorded": "refund", "received": "pay"},
+                                       "original_order_id": {"recorded": "PC1", "received": None}}
