@@ -29,16 +29,34 @@ from tests.mutation import pymutants, sqlmutants
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# the tests of test_gateway_last_word.py that post through the ledger on one connection (the others
+# start the sweep, workers or the CLI: slow, and they add no kills in posting.py)
+LAST_WORD_LEDGER = [f"tests/test_gateway_last_word.py::{name}" for name in (
+    "test_a_posted_pay_reported_failed_or_pending_is_a_recorded_and_alerted_regression",
+    "test_a_rejected_refund_reported_failed_is_recorded_not_ignored",
+    "test_a_failed_order_reported_pending_later_stays_failed_and_is_recorded",
+    "test_a_parked_refund_the_gateway_reports_failed_is_never_released",
+    "test_a_late_pending_notify_does_not_unpark_a_parked_refund",
+    "test_a_pending_order_whose_amount_changes_posts_the_new_amount_and_keeps_the_old",
+    "test_a_failed_order_that_succeeds_with_other_content_posts",
+    "test_a_pending_order_changing_content_while_still_pending_is_updated",
+    "test_a_parked_refund_whose_amount_changes_posts_the_new_amount",
+    "test_a_pay_with_the_id_of_a_parked_refund_is_a_conflict_not_a_replacement",
+    "test_a_pending_order_moving_to_another_merchant_is_a_conflict",
+    "test_a_refund_failed_after_its_success_is_not_reposted_by_a_resent_success",
+)]
+
 # module -> the smallest set of test files that covers it, the quickest killers first
 TARGETS: dict[str, list[str]] = {
     "sql/001_ledger.sql": ["tests/test_ledger_schema_rules.py", "tests/test_ledger_db_rules.py",
                            "tests/test_ledger_rules.py"],
     "worker/iotpay/signature.py": ["tests/test_signature.py", "tests/test_signature_php.py"],
-    "worker/iotpay/notify.py": ["tests/test_notify.py", "tests/test_notify_fields.py"],
-    "worker/ledger/posting.py": ["tests/test_ledger_stored_fields.py", "tests/test_ledger_rules.py",
+    "worker/iotpay/notify.py": ["tests/test_notify.py", "tests/test_notify_fields.py", "tests/test_notify_survivors.py"],
+    "worker/ledger/posting.py": ["tests/test_posting_survivors.py", "tests/test_ledger_stored_fields.py",
+                                 *LAST_WORD_LEDGER, "tests/test_ledger_rules.py", "tests/test_last_word_property.py",
                                  "tests/test_ledger_db_rules.py", "tests/test_ledger_concurrency.py"],
-    "worker/reports/export.py": ["tests/test_export_files.py", "tests/test_export_survivors.py",
-                                 "tests/test_export_cli.py"],
+    "worker/reports/export.py": ["tests/test_export_units.py", "tests/test_export_files.py", "tests/test_export_survivors.py",
+                                 "tests/test_file_series.py", "tests/test_readme_files.py", "tests/test_export_cli.py"],
 }
 
 

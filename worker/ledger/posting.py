@@ -149,10 +149,10 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
             if state == "posted" and source == "query":
                 _compare_refundable(cur, n)
             return PostResult(Outcome.DUPLICATE, n.pay_order_id, existing["reason"] or "already posted")
+        if not success:  # its content may change too, unless it moves the order backwards
+            return _not_final_again(cur, n, existing, params, source, fp if changed else None)
         if changed:  # nothing booked yet: the gateway's later word replaces what we recorded
             _content_changed(cur, n, existing, fp, source)
-        if not success:
-            return _not_final_again(cur, n, existing, params, source, changed)
         if state == "failed" and _was_success(cur, n.pay_order_id):
             # a success, then failed, then success again: a re-sent old notify or another change of
             # mind; the gateway's final word is not clear, so a person decides
@@ -182,18 +182,23 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
 
 
 def _not_final_again(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], params: dict[str, Any], source: str,
-                     changed: bool) -> PostResult:
-    """A non-success status for an order with nothing booked (pending, unknown, failed or parked)."""
+                     changed: str | None) -> PostResult:
+    """A non-success status for an order with nothing booked (pending, unknown, failed or parked).
+
+    changed: the notify's fingerprint when its content differs from the recorded one; the new
+    content replaces the old unless the notify is a regression (which changes nothing).
+    """
     state, new_state = existing["state"], params["state"]
-    if state == new_state:
-        if not changed:
-            return PostResult(Outcome.DUPLICATE, n.pay_order_id, f"already {state}")
-        cur.execute(q("refresh_order"), params)
-        return _record_non_success(cur, n, new_state)
-    if state == "failed" or state == "parked" and new_state != "failed":
+    if state == new_state and not changed:
+        return PostResult(Outcome.DUPLICATE, n.pay_order_id, f"already {state}")
+    if state != new_state and (state == "failed" or state == "parked" and new_state != "failed"):
         # failed is final, and parked holds a success: a later pending is a reordering or a reversal
         return _regression(cur, n, existing, source)
+    if changed:
+        _content_changed(cur, n, existing, changed, source)
     cur.execute(q("refresh_order"), params)
+    if state == new_state:
+        return _record_non_success(cur, n, new_state)
     if state == "parked":  # a refund the gateway now calls failed is never released
         reason = (f"the gateway reports status {n.status} (failed) for this refund after a success; "
                   f"it is not released when its original posts")

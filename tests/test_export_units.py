@@ -1,0 +1,152 @@
+"""export.py's pure helpers, without a database: money as strings, formula defusing, the CSV frame
+and the workbook's raw rows, file names of every version, a folder checked against its manifest,
+and the changes a restatement lists. Quick, so that they run first for each mutant of export.py."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from worker.reports.export import COLUMNS, _changes, _frame, _raw, defuse, file_names, manifest_bytes, manifest_name, \
+    matches, money_strings
+
+
+# ---------------------------------------------------------------------------------------------- money
+@pytest.mark.parametrize(("cents", "text"), [
+    (0, "0.00"), (5, "0.05"), (-5, "-0.05"), (100, "1.00"), (-100, "-1.00"), (123456, "1234.56"), (-123456, "-1234.56"),
+    (99, "0.99"), (-1, "-0.01"), (1_000_000_000, "10000000.00"), (-9_223_372_036_854_775_807, "-92233720368547758.07"),
+])
+def test_money_strings_are_exact_decimal_text(cents, text):
+    assert money_strings(pd.Series([cents])).tolist() == [text]
+
+
+def test_money_strings_take_text_cents_and_keep_the_index():
+    got = money_strings(pd.Series(["7", "-250"], index=[3, 9]))
+    assert got.tolist() == ["0.07", "-2.50"] and got.index.tolist() == [3, 9]
+
+
+# ---------------------------------------------------------------------------------------------- defuse
+def _plain(col: pd.Series) -> list:
+    return [None if pd.isna(x) else x for x in col.tolist()]
+
+
+def test_defuse_prefixes_every_formula_start_and_nothing_else():
+    cells = ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "a=b", "1-2", "", None, "'=x"]
+    assert _plain(defuse(pd.Series(cells))) == ["'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "a=b", "1-2", "",
+                                                 None, "'=x"]
+
+
+def test_defuse_leaves_a_clean_column_as_it_was():
+    col = pd.Series(["PC1", None, "x"])
+    out = defuse(col)
+    assert _plain(out) == ["PC1", None, "x"] and out.dtype == object
+
+
+# ---------------------------------------------------------------------------------------------- frame and raw rows
+NAMES = [c for c in COLUMNS if c not in ("amount", "signed_amount")] + ["extra"]
+
+
+def _row(**over) -> tuple:
+    base = {c: f"v-{c}" for c in NAMES}
+    base.update(amount_cents=1999, signed_amount_cents=-1999, entry_id=41, mch_order_no="=HYPERLINK(1)",
+                card_num="-12", extra="x")
+    base.update(over)
+    return tuple(base[c] for c in NAMES)
+
+
+def test_the_frame_has_the_columns_in_order_money_as_text_and_text_defused():
+    df = _frame([_row(), _row(amount_cents="250", signed_amount_cents="250", entry_id="42", card_num=None)], NAMES)
+    assert list(df.columns) == COLUMNS
+    assert df["amount"].tolist() == ["19.99", "2.50"] and df["signed_amount"].tolist() == ["-19.99", "2.50"]
+    assert df["amount_cents"].tolist() == [1999, 250] and df["signed_amount_cents"].tolist() == [-1999, 250]
+    assert df["entry_id"].tolist() == [41, 42] and str(df["entry_id"].dtype) == "int64"
+    assert str(df["amount_cents"].dtype) == "int64" and str(df["signed_amount_cents"].dtype) == "int64"
+    assert df["mch_order_no"].tolist() == ["'=HYPERLINK(1)", "'=HYPERLINK(1)"]
+    assert _plain(df["card_num"]) == ["'-12", None]
+    assert df["pay_order_id"].tolist() == ["v-pay_order_id"] * 2
+    assert df["signed_amount"].tolist()[0] == "-19.99"  # a number column is never prefixed
+
+
+def test_the_raw_rows_are_in_column_order_with_money_in_cents():
+    rows = list(_raw([_row(), _row(entry_id=7)], NAMES))
+    expected = [{"amount": 1999, "signed_amount": -1999, "amount_cents": 1999, "signed_amount_cents": -1999,
+                 "entry_id": 41, "mch_order_no": "=HYPERLINK(1)", "card_num": "-12"}.get(c, f"v-{c}") for c in COLUMNS]
+    assert rows[0] == expected
+    assert rows[1][COLUMNS.index("entry_id")] == 7 and len(rows[1]) == len(COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------------- names
+def test_file_names_of_each_version():
+    day = date(2025, 6, 13)
+    assert file_names(day) == {"settlement": "settlement-2025-06-13.csv", "workbook": "settlement-2025-06-13.xlsx",
+                               "summary": "summary-2025-06-13.csv", "manifest": "manifest-2025-06-13.json"}
+    assert file_names(day, 1, "final") == file_names(day)
+    assert file_names(day, 2, "restated") == {
+        "settlement": "settlement-2025-06-13.v2.csv", "workbook": "settlement-2025-06-13.v2.xlsx",
+        "summary": "summary-2025-06-13.v2.csv", "manifest": "manifest-2025-06-13.v2.json"}
+    assert file_names(day, 1, "provisional")["settlement"] == "settlement-2025-06-13.provisional.csv"
+    assert file_names(day, 3, "provisional")["manifest"] == "manifest-2025-06-13.provisional.json"
+    assert file_names(day, 3)["workbook"] == "settlement-2025-06-13.v3.xlsx"
+
+
+def test_manifest_name_reads_date_version_and_status():
+    assert manifest_name({"settlement_date": "2025-06-13", "version": 2, "status": "restated"}) == \
+        "manifest-2025-06-13.v2.json"
+    assert manifest_name({"settlement_date": "2025-06-14", "version": 1, "status": "provisional"}) == \
+        "manifest-2025-06-14.provisional.json"
+
+
+# ---------------------------------------------------------------------------------------------- matches
+def _folder(tmp_path: Path) -> tuple[Path, dict]:
+    files = {"settlement-2025-06-13.csv": b"a,b\n", "summary-2025-06-13.csv": b"c\n"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    manifest = {"settlement_date": "2025-06-13", "version": 1, "status": "final",
+                "files": {n: {"sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()}}
+    (tmp_path / "manifest-2025-06-13.json").write_bytes(manifest_bytes(manifest))
+    return tmp_path, manifest
+
+
+def test_a_folder_that_matches_its_manifest_has_no_problems(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    assert matches(folder, manifest) == []
+
+
+def test_every_difference_from_the_manifest_is_named(tmp_path):
+    folder, manifest = _folder(tmp_path)
+    (folder / "summary-2025-06-13.csv").write_bytes(b"c\nd\n")
+    (folder / "settlement-2025-06-13.csv").unlink()
+    (folder / "manifest-2025-06-13.json").write_bytes(manifest_bytes({**manifest, "version": 1, "x": 1}))
+    assert matches(folder, manifest) == [
+        "manifest-2025-06-13.json: differs from the manifest recorded in the database",
+        "settlement-2025-06-13.csv: missing",
+        "summary-2025-06-13.csv: SHA-256 differs from its manifest",
+    ]
+    (folder / "manifest-2025-06-13.json").unlink()
+    assert matches(folder, manifest)[0] == "manifest-2025-06-13.json: missing"
+
+
+def test_manifest_bytes_are_sorted_indented_utf8_with_a_final_newline():
+    assert manifest_bytes({"b": "é", "a": [1]}) == '{\n  "a": [\n    1\n  ],\n  "b": "é"\n}\n'.encode()
+
+
+# ---------------------------------------------------------------------------------------------- restatement changes
+def test_changes_list_added_removed_and_changed_entries_in_numeric_order():
+    old = {"2": {"entry_id": "2", "amount": "1.00", "x": "a"}, "10": {"entry_id": "10", "amount": "2.00"},
+           "3": {"entry_id": "3", "amount": "3.00"}}
+    new = {"2": {"entry_id": "2", "amount": "1.50", "x": "a"}, "10": {"entry_id": "10", "amount": "2.00", "y": "n"},
+           "9": {"entry_id": "9"}, "11": {"entry_id": "11"}, "3": {"entry_id": "3", "amount": "3.00"}}
+    assert _changes(old, new) == {"known": True, "added": ["9", "11"], "removed": [], "changed": ["2", "10"],
+                                  "fields_changed": {"2": ["amount"], "10": ["y"]}}
+    assert _changes(new, old) == {"known": True, "added": [], "removed": ["9", "11"], "changed": ["2", "10"],
+                                  "fields_changed": {"2": ["amount"], "10": []}}
+    assert _changes(old, old) == {"known": True, "added": [], "removed": [], "changed": [], "fields_changed": {}}
+
+
+def test_changes_without_the_old_file_cannot_be_listed():
+    assert _changes(None, {"1": {}}) == {"known": False,
+                                         "note": "the superseded settlement file is missing: changes cannot be listed"}
