@@ -1,0 +1,52 @@
+"""Ctrl-C on `iotledger run` stops web, worker and clock gracefully (one SIGTERM each), not a hard kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests import cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_run_stops_every_process_gracefully(db_url, redis_url, queue_name, tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTPAY_", "IOTLEDGER_"))}
+    env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, IOTLEDGER_WEB_PORT=str(port), IOTLEDGER_QUEUE=queue_name,
+               IOTLEDGER_DATA_DIR=str(tmp_path / "data"), IOTLEDGER_WORKER_PROCESSES="1")
+    # a terminal's Ctrl-C goes to the whole foreground process group: start `run` as one and signal the group
+    proc = subprocess.Popen([str(cli.BIN), "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the web process never answered")
+        time.sleep(3)  # let the worker and the clock finish starting
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "stopping the processes gracefully" in err
+    assert "Worker has been shut down." in out  # dramatiq's own graceful stop, not a kill
+    assert "Shutting down: Master" in out  # gunicorn's graceful stop
+    assert "SIGKILL" not in out and "Traceback" not in out + err
