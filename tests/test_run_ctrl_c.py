@@ -27,25 +27,28 @@ def test_ctrl_c_on_run_stops_every_process_gracefully(db_url, redis_url, queue_n
     env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, IOTLEDGER_WEB_PORT=str(port), IOTLEDGER_QUEUE=queue_name,
                IOTLEDGER_DATA_DIR=str(tmp_path / "data"), IOTLEDGER_WORKER_PROCESSES="1")
     # a terminal's Ctrl-C goes to the whole foreground process group: start `run` as one and signal the group
-    proc = subprocess.Popen([str(cli.BIN), "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+        proc = subprocess.Popen([str(cli.BIN), "run"], env=env, cwd=tmp_path, stdout=out_f, stderr=err_f,
+                                text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # every process up: the web answers and the worker says it is ready
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
+                web_up = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
+                web_up = False
+            if web_up and "ready for action" in out_path.read_text():
+                break
             time.sleep(0.5)
         else:
-            pytest.fail("the web process never answered")
-        time.sleep(3)  # let the worker and the clock finish starting
+            pytest.fail(f"the processes never came up: {out_path.read_text()[-2000:]}")
         os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    out, err = out_path.read_text(), err_path.read_text()
     assert "stopping the processes gracefully" in err
     assert "Worker has been shut down." in out  # dramatiq's own graceful stop, not a kill
     assert "Shutting down: Master" in out  # gunicorn's graceful stop
