@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from worker.broker import setup_broker
 from worker.cli.context import app_endpoints, app_settings
+from worker.pipeline.stopping import absorb_repeated_stop
+
+absorb_repeated_stop()  # in a worker process: honcho's SIGTERM and the master's are one stop
 
 app_settings()  # configures logging (with the merchants' keys redacted) before anything logs
 broker = setup_broker(app_endpoints().redis_url, prometheus=True)

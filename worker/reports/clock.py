@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Callable
@@ -280,6 +281,14 @@ def run_clock(settings: Settings, database_url: str, redis_url: str, out_dir: Pa
     scheduler = clock.schedule(BlockingScheduler(timezone=settings.settlement_tz))
     log.info("clock.start", clock_id=clock.clock_id, jobs=[j.id for j in scheduler.get_jobs()],
              settlement_tz=settings.settlement_tz.key, nightly_at=clock.nightly_at.isoformat())
+
+    def stop(signum: int, frame: object) -> None:
+        # a process manager's SIGTERM stops the schedule; a job already running finishes first
+        # (the executor's threads are joined at exit), so a nightly close is never cut in half
+        log.info("clock.stop", clock_id=clock.clock_id, signal=signal.Signals(signum).name)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):

@@ -1,0 +1,62 @@
+"""Ctrl-C on `iotledger run` reaches only `run`, which asks honcho once to stop web, worker and clock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests import cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_run_stops_every_process_gracefully(db_url, redis_url, queue_name, tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTPAY_", "IOTLEDGER_"))}
+    env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, IOTLEDGER_WEB_PORT=str(port), IOTLEDGER_QUEUE=queue_name,
+               IOTLEDGER_DATA_DIR=str(tmp_path / "data"), IOTLEDGER_WORKER_PROCESSES="1")
+    # a terminal's Ctrl-C goes to the whole foreground process group: start `run` as one and signal the group
+    out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+        proc = subprocess.Popen([str(cli.BIN), "run"], env=env, cwd=tmp_path, stdout=out_f, stderr=err_f,
+                                text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # every process up: the web answers and the worker says it is ready
+            try:
+                web_up = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                web_up = False
+            if web_up and "ready for action" in out_path.read_text():
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the processes never came up: {out_path.read_text()[-2000:]}")
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out, err = out_path.read_text(), err_path.read_text()
+    assert "stopping the processes gracefully" in err
+    assert "Stopping worker process..." in out  # dramatiq was asked to stop gracefully first
+    # honcho signals each process group and dramatiq's master forwards the signal: the repeat is
+    # absorbed (worker/pipeline/stopping.py), so the worker finishes its stop instead of being killed
+    assert "Killing worker process" not in out
+    assert "Worker has been shut down." in out
+    assert "SIGKILL" not in out + err
+    assert "Shutting down: Master" in out  # gunicorn's graceful stop
+    assert "Traceback" not in out + err
+    assert '"event": "clock.stop"' in out  # the clock stopped its schedule rather than dying mid-job
+    assert proc.returncode == 130, (proc.returncode, out[-3000:], err[-2000:])  # as for any Ctrl-C
