@@ -73,13 +73,6 @@ def expect(conn: psycopg.Connection, mch_order_no: str, amount: int, created: da
         )
 
 
-def has_expected_orders(conn: psycopg.Connection) -> bool:
-    """True once sql/003_gateway.sql (expected_orders) exists."""
-    (present,) = conn.execute("SELECT to_regclass('expected_orders') IS NOT NULL").fetchone()
-    conn.commit()
-    return bool(present)
-
-
 def test_helpers_post_through_the_ledger(conn: psycopg.Connection) -> None:
     assert post(conn, "PC1", 1000, at("2026-11-21 12:00:00")).outcome is Outcome.POSTED
     assert post(conn, "RP1", 300, at("2026-11-21 13:00:00"), pay_type="refund", original="PC1").outcome is Outcome.POSTED
