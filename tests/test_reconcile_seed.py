@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from tests.factories import MCH
 from worker.iotpay.notify import parse_params
 from worker.ledger.outcome import Outcome, PostResult
 from worker.ledger.posting import post_notify
@@ -21,7 +22,6 @@ from worker.ledger.posting import post_notify
 GATEWAY_TZ = ZoneInfo("America/Vancouver")
 TORONTO = ZoneInfo("America/Toronto")
 UTC = timezone.utc
-MCH = "10000701"
 _seq = itertools.count(1)
 
 
