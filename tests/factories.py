@@ -17,8 +17,16 @@ KEY = "test-key-0123456789abcdefghijklmn"
 OLD_KEY = "old-key-zyxwvutsrqponmlkjihgfedcba"
 MCH2 = "10000702"
 KEY2 = "second-merchant-key-000000000000"
-MERCHANTS_JSON = json.dumps({MCH: {"keys": [KEY, OLD_KEY], "loginName": "jack123"}, MCH2: {"keys": [KEY2]}})
-MERCHANTS = Merchants({MCH: Merchant(MCH, (KEY, OLD_KEY), "jack123"), MCH2: Merchant(MCH2, (KEY2,), "")})
+# the merchants every test uses (MCH signs with KEY and still accepts its rotated-out OLD_KEY)
+MERCHANTS = Merchants({MCH: Merchant(MCH, (KEY, OLD_KEY), "jack123"), MCH2: Merchant(MCH2, (KEY2,), "jill456")})
+
+
+def merchants_json(merchants: Merchants) -> str:
+    """IOTPAY_MERCHANTS content configuring these merchants."""
+    return json.dumps({m.mch_id: {"keys": list(m.keys), "loginName": m.login_name} for m in merchants.values()})
+
+
+MERCHANTS_JSON = merchants_json(MERCHANTS)
 
 
 def vectors() -> list[dict[str, Any]]:

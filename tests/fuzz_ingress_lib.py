@@ -152,7 +152,6 @@ class FuzzRun:
         self.conn = psycopg.connect(db_url, autocommit=True)
         self.statuses: Counter[int] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self.seen_ids: set[int] = set()
 
     def post(self, body: bytes, content_type: str | None) -> int:
         headers = {"Content-Type": content_type} if content_type is not None else {}

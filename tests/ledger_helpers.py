@@ -28,11 +28,25 @@ def balances(conn: psycopg.Connection, mch: str, currency: str = "CAD") -> dict[
     return {k: int(v) for k, v in rows}
 
 
-def entries(conn: psycopg.Connection) -> list[tuple[str, str, int, str | None]]:
-    """(pay_order_id, kind, amount, original) of every journal entry, in posting order."""
-    rows = conn.execute("SELECT pay_order_id, kind, amount, original_order_id FROM journal_entries ORDER BY id").fetchall()
-    conn.rollback()
+def entries(db: psycopg.Connection | str) -> list[tuple[str, str, int, str | None]]:
+    """(pay_order_id, kind, amount, original) of every journal entry, in posting order.
+
+    db is an open connection (left idle) or a database URL (read on a connection of its own).
+    """
+    if isinstance(db, str):
+        with psycopg.connect(db) as conn:
+            return entries(conn)
+    rows = db.execute("SELECT pay_order_id, kind, amount, original_order_id FROM journal_entries ORDER BY id").fetchall()
+    db.rollback()
     return [tuple(r) for r in rows]
+
+
+def by_order(rows: list[tuple[str, str, int, str | None]]) -> dict[str, list[tuple[str, int]]]:
+    """entries() grouped by pay_order_id: {pay_order_id: [(kind, amount), ...]}, each in posting order."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for pay_order_id, kind, amount, _ in rows:
+        out.setdefault(pay_order_id, []).append((kind, amount))
+    return out
 
 
 def refundable(conn: psycopg.Connection, pay_order_id: str) -> tuple[int, int] | None:

@@ -16,6 +16,7 @@ import openpyxl
 import psycopg
 import pytest
 
+from tests.factories import MCH2
 from tests.test_clock_jobs import clocks
 from tests.test_reconcile_seed import MCH, TORONTO, at, expect, post
 from worker.gateway.expected_refunds import ExpectedRefund, record_refund
@@ -28,7 +29,6 @@ from worker.reports.reconcile import reconcile
 from worker.reports.verify import verify_files
 
 UTC = timezone.utc
-MCH2 = "10000702"
 AFTER = datetime(2027, 1, 1, tzinfo=UTC)
 
 

@@ -24,7 +24,6 @@ from tests.factories import KEY, MCH, MERCHANTS, MERCHANTS_JSON, v1_pay, v3_pay,
 from tests.ledger_helpers import TZ, balances, entries, exceptions, order_state, post, refundable
 from tests.test_pipeline_process import put
 from tests.test_reconcile_seed import TORONTO
-from tests.test_sweep_recovery import MERCHANTS as SIM_MERCHANTS
 from tests.test_sweep_recovery import env_factory, expected_row  # noqa: F401 - fixture
 from worker.config import Settings
 from worker.errors import PermanentError, ValidationError
@@ -40,7 +39,6 @@ from worker.reports.reconcile import reconcile
 from worker.simulator import NotifyPolicy
 
 PAY_DAY = date(2025, 6, 13)  # v3_pay's paySuccTime, 2025-06-13 20:04:12 Vancouver = 23:04 Toronto
-SIM_KEY = "k-m1-0123456789abcdef"
 
 
 def _regressions(conn: psycopg.Connection) -> list[dict]:
@@ -134,7 +132,7 @@ def test_a_late_pending_notify_does_not_unpark_a_parked_refund(conn):
 def test_the_sweep_never_resolves_a_posted_order_as_failed(env_factory, db_url):  # noqa: F811
     env = env_factory(policy=NotifyPolicy(seed=11, drop_rate=1.0))
     now = datetime.now(timezone.utc)
-    order = env.create(mchId="M1", mchOrderNo="REV-1", amount=4200, status=2)
+    order = env.create(mchId=MCH, mchOrderNo="REV-1", amount=4200, status=2)
     # the success notify reached the ledger without its mchOrderNo, so the sweep cannot settle it
     # from the ledger and asks the gateway, which now says failed
     body = json.loads(env.ctl.get(f"/_sim/orders/{order['payOrderId']}/notify-body").json()["body"])
@@ -150,13 +148,12 @@ def test_the_sweep_never_resolves_a_posted_order_as_failed(env_factory, db_url):
     with psycopg.connect(db_url) as conn:
         (reg,) = _regressions(conn)
         assert (reg["id"], reg["received_status"], reg["source"]) == (order["payOrderId"], 9, "query")
-        assert balances(conn, "M1")["clearing"] == 4200
+        assert balances(conn, MCH)["clearing"] == 4200
 
 
 def post_sim(conn: psycopg.Connection, params: dict) -> object:
-    from worker.ledger.intake import verify_and_post
-
-    return verify_and_post(conn, signed({k: v for k, v in params.items() if k != "sign"}, SIM_KEY), SIM_MERCHANTS, TZ)
+    """Post a notify body taken from the simulator (and changed by the test), signed again."""
+    return post(conn, signed(params, KEY))
 
 
 # ------------------------------------------------------------------ 2. a refund is never income
@@ -259,7 +256,7 @@ def test_replay_of_a_changed_pending_order_posts_instead_of_conflicting(conn, se
 def test_the_sweep_posts_a_pending_pos_order_that_succeeded_with_a_tip(env_factory, db_url):  # noqa: F811
     env = env_factory(policy=NotifyPolicy(seed=12, drop_rate=1.0))
     now = datetime.now(timezone.utc)
-    order = env.create(mchId="M1", mchOrderNo="TIP-1", amount=1150, status=2, channel="PF_CC")
+    order = env.create(mchId=MCH, mchOrderNo="TIP-1", amount=1150, status=2, channel="PF_CC")
     env.expect(order, now - timedelta(minutes=5), with_id=True)
     # what the ledger heard first: the order pending at 10.00, before the tip
     body = json.loads(env.ctl.get(f"/_sim/orders/{order['payOrderId']}/notify-body").json()["body"])
@@ -281,16 +278,16 @@ def test_a_success_refused_after_a_failed_record_is_reported_and_the_sweep_keeps
         env_factory, db_url, redis_url, queue_name):  # noqa: F811
     env = env_factory(policy=NotifyPolicy(seed=13, drop_rate=1.0))
     settings = Settings.from_env({"DATABASE_URL": db_url, "REDIS_URL": redis_url, "IOTLEDGER_QUEUE": queue_name,
-                                  "IOTPAY_MERCHANTS": json.dumps({"M1": {"keys": [SIM_KEY]}})})
+                                  "IOTPAY_MERCHANTS": MERCHANTS_JSON})
     now = datetime.now(timezone.utc)
-    order = env.create(mchId="M1", mchOrderNo="F-OK", amount=2500, status=9)
+    order = env.create(mchId=MCH, mchOrderNo="F-OK", amount=2500, status=9)
     env.expect(order, now - timedelta(minutes=5), with_id=True)
     body = json.loads(env.ctl.get(f"/_sim/orders/{order['payOrderId']}/notify-body").json()["body"])
     with psycopg.connect(db_url) as conn:
-        failed = put(conn, settings, signed({**body, "status": 9}, SIM_KEY), now=now)
+        failed = put(conn, settings, signed({**body, "status": 9}, KEY), now=now)
         assert process.handle(conn, failed, settings).outcome == "failed"
         # then IOTPay notifies the success; we acknowledged it, the worker refuses it (a time that cannot be)
-        success = put(conn, settings, signed({**body, "status": 2, "paySuccTime": "9999-12-31 23:59:59"}, SIM_KEY),
+        success = put(conn, settings, signed({**body, "status": 2, "paySuccTime": "9999-12-31 23:59:59"}, KEY),
                       now=now)
         with pytest.raises(ValidationError, match="paySuccTime"):
             process.handle(conn, success, settings)
@@ -313,12 +310,12 @@ def test_a_success_refused_after_a_failed_record_is_reported_and_the_sweep_keeps
 def test_a_refund_found_by_merchant_order_number_is_not_the_answer_about_a_pay(env_factory, db_url):  # noqa: F811
     env = env_factory(policy=NotifyPolicy(seed=14, drop_rate=1.0))
     now = datetime.now(timezone.utc)
-    paid = env.create(mchId="M1", mchOrderNo="P-1", amount=2000, status=2)
+    paid = env.create(mchId=MCH, mchOrderNo="P-1", amount=2000, status=2)
     # the merchant's refund number collides with the number of an order whose pay never happened
     assert env.ctl.post("/v3/cc_refund", json=signed({
-        "mchId": "M1", "mchRefundNo": "X-1", "loginName": "jack", "refundAmount": 500,
-        "payOrderId": paid["payOrderId"]}, SIM_KEY)).json()["retCode"] == "SUCCESS"
-    env.expect({"mchId": "M1", "mchOrderNo": "X-1", "amount": 500, "currency": "CAD", "channel": "PF_CC"},
+        "mchId": MCH, "mchRefundNo": "X-1", "loginName": "jack", "refundAmount": 500,
+        "payOrderId": paid["payOrderId"]}, KEY)).json()["retCode"] == "SUCCESS"
+    env.expect({"mchId": MCH, "mchOrderNo": "X-1", "amount": 500, "currency": "CAD", "channel": "PF_CC"},
                now - timedelta(minutes=5))
     report = env.sweep(now)
     assert (report.errors, report.paid) == (1, 0)
@@ -332,11 +329,11 @@ def test_a_refund_found_by_merchant_order_number_is_not_the_answer_about_a_pay(e
         conn.execute("UPDATE expected_orders SET pay_order_id = 'RP-SOME-REFUND' WHERE mch_order_no = 'X-1'")
         conn.commit()
         conn.execute("INSERT INTO orders (pay_order_id, mch_id, pay_type, original_order_id, currency, amount, status,"
-                     " state, fingerprint, source) VALUES ('RP-SOME-REFUND', 'M1', 'refund', 'PC-X', 'CAD', 500, 2,"
-                     " 'parked', 'f', 'notify')")
+                     " state, fingerprint, source) VALUES ('RP-SOME-REFUND', %s, 'refund', 'PC-X', 'CAD', 500, 2,"
+                     " 'parked', 'f', 'notify')", (MCH,))
         conn.commit()
         result = reconcile(conn, datetime.now(TORONTO).date(), TORONTO)
-    assert [m.subject for m in result.mismatches if m.cls == "expected_not_paid"] == ["M1/X-1"]
+    assert [m.subject for m in result.mismatches if m.cls == "expected_not_paid"] == [f"{MCH}/X-1"]
 
 
 # ------------------------------------------------------------------ 6. races end as outcomes
@@ -395,13 +392,13 @@ def test_replay_reports_a_row_postgresql_refuses_and_goes_on(conn, settings):
 def test_a_parked_refund_whose_original_is_itself_a_refund_runs_to_give_up_and_alerts(env_factory, db_url):  # noqa: F811
     env = env_factory(policy=NotifyPolicy(seed=15, drop_rate=1.0))
     now = datetime.now(timezone.utc)
-    paid = env.create(mchId="M1", mchOrderNo="P-7", amount=2000, status=2)
+    paid = env.create(mchId=MCH, mchOrderNo="P-7", amount=2000, status=2)
     refund = env.ctl.post("/v3/cc_refund", json=signed({
-        "mchId": "M1", "mchRefundNo": "R-7", "loginName": "jack", "refundAmount": 500,
-        "payOrderId": paid["payOrderId"]}, SIM_KEY)).json()["retData"]
+        "mchId": MCH, "mchRefundNo": "R-7", "loginName": "jack", "refundAmount": 500,
+        "payOrderId": paid["payOrderId"]}, KEY)).json()["retData"]
     # a refund notify naming that refund as its original: parked, its "original" is queried
     with psycopg.connect(db_url) as conn:
-        r = post_sim(conn, v3_refund("RP-ODD", refund["payOrderId"], 100, mch="M1"))
+        r = post(conn, v3_refund("RP-ODD", refund["payOrderId"], 100))
         assert r.outcome is Outcome.PARKED
     schedule = Schedule(give_up_after=timedelta(hours=1))
     t, passes = now, 0
@@ -533,9 +530,9 @@ def test_the_sweep_settles_a_merchant_order_by_its_posted_pay_not_a_failed_one(e
     now = datetime.now(timezone.utc)
     with psycopg.connect(db_url) as conn:
         for oid, status in (("F20", 9), ("P20", 2), ("F21", 9)):
-            assert post_sim(conn, v3_pay(oid, 800, mch="M1", mch_order_no="MO-20", status=status)).outcome in (
+            assert post(conn, v3_pay(oid, 800, mch_order_no="MO-20", status=status)).outcome in (
                 Outcome.FAILED, Outcome.POSTED)
-    env.expect({"mchId": "M1", "mchOrderNo": "MO-20", "amount": 800, "currency": "CAD", "channel": "PF_CC"},
+    env.expect({"mchId": MCH, "mchOrderNo": "MO-20", "amount": 800, "currency": "CAD", "channel": "PF_CC"},
                now - timedelta(minutes=5))
     report = env.sweep(now)
     assert report.settled == 1 and env.queries() == 0

@@ -15,14 +15,13 @@ import dramatiq
 import psycopg
 import pytest
 import redis
-from psycopg.conninfo import conninfo_to_dict
 
 from tests.cli import run as run_cli
-from tests.factories import KEY, KEY2, MCH, MCH2, MERCHANTS_JSON, v3_pay
-from tests.pipeline_procs import TcpProxy, encode, service_env, start_worker, stop, wait_until
+from tests.factories import KEY, KEY2, MCH, MCH2, MERCHANTS, MERCHANTS_JSON, v3_pay
+from tests.ledger_helpers import entries
+from tests.pipeline_procs import encode, service_env, start_worker, stop, wait_until
 from worker.broker import sender_broker
 from worker.iotpay.signature import signed
-from worker.merchants import Merchant, Merchants
 from worker.pipeline import inbox, queue
 from worker.pipeline.screening import screen
 
@@ -32,9 +31,8 @@ ONLY_MCH = json.dumps({MCH: {"keys": [KEY]}})
 def store(db_url: str, params: dict) -> int:
     """Put a notify in the inbox as the ingress does (screened with both merchants known)."""
     body, ctype = encode(params, form=False)
-    both = Merchants({MCH: Merchant(MCH, (KEY,)), MCH2: Merchant(MCH2, (KEY2,))})
     with psycopg.connect(db_url, autocommit=True) as conn:
-        return inbox.store(conn, screen(body, ctype, both), content_type=ctype, remote_addr="127.0.0.1",
+        return inbox.store(conn, screen(body, ctype, MERCHANTS), content_type=ctype, remote_addr="127.0.0.1",
                            now=datetime.now(timezone.utc)).id
 
 
@@ -43,19 +41,12 @@ def rows(db_url: str) -> dict[int, tuple]:
         return {r[0]: r[1:] for r in conn.execute("SELECT id, state, outcome, reason, attempts FROM inbox")}
 
 
-def entries(db_url: str) -> list[tuple[str, int]]:
-    with psycopg.connect(db_url) as conn:
-        return conn.execute("SELECT pay_order_id, amount FROM journal_entries ORDER BY pay_order_id").fetchall()
-
-
 @pytest.mark.slow
 def test_transient_errors_are_retried_and_exhausted_retries_are_recorded_in_postgresql(db_url, redis_url, queue_name,
-                                                                                        tmp_path):
+                                                                                        tmp_path, proxy):
     a = store(db_url, v3_pay("PCA1", 100))
     b = store(db_url, v3_pay("PCB1", 200))
-    target = conninfo_to_dict(db_url)
-    proxy = TcpProxy(target.get("host") or "127.0.0.1", int(target.get("port") or 5432))
-    env = service_env(proxy.url(db_url), redis_url, queue_name, MERCHANTS_JSON, tmp_path)
+    env = service_env(proxy.url, redis_url, queue_name, MERCHANTS_JSON, tmp_path)
     proxy.down()
     worker = start_worker(env, processes=1, threads=2)
     broker = sender_broker(redis_url)
@@ -72,13 +63,12 @@ def test_transient_errors_are_retried_and_exhausted_retries_are_recorded_in_post
                    "a to be posted and b to be recorded dead")
     finally:
         stop(worker)
-        proxy.close()
         for key in r.scan_iter(f"dramatiq:{queue_name}*"):
             r.delete(key)
     state, outcome, reason, _ = rows(db_url)[b]
     assert reason.startswith("retries exhausted after 1 attempts") and "PostgreSQL unavailable" in reason
     assert rows(db_url)[a][:2] == ("done", "posted")
-    assert entries(db_url) == [("PCA1", 100)]  # the dead one posted nothing
+    assert entries(db_url) == [("PCA1", "pay", 100, None)]  # the dead one posted nothing
     log = (tmp_path / "worker.log").read_text()
     assert '"event": "notify retry"' in log and '"event": "notify dead"' in log
 
@@ -108,7 +98,7 @@ def test_permanent_errors_are_recorded_not_retried_and_replay_posts_them_once_fi
     got = rows(db_url)
     assert got[unknown] == ("failed", None, "mchId: unknown merchant '10000702'", 1)
     assert got[bad_field][0] == "failed" and got[bad_field][2].startswith("currency:") and got[bad_field][3] == 1
-    assert entries(db_url) == [("PCZ1", 500)]
+    assert entries(db_url) == [("PCZ1", "pay", 500, None)]
 
     cli_env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "IOTLEDGER_DATA_DIR": str(tmp_path)}
     listed = run_cli("inbox", "--state", "failed", "--json", env={**cli_env, "IOTPAY_MERCHANTS": ONLY_MCH})
@@ -121,11 +111,11 @@ def test_permanent_errors_are_recorded_not_retried_and_replay_posts_them_once_fi
     assert first.returncode == 1  # the EUR notify fails again, and says why
     assert f"{unknown}: posted pay_order_id=PCX1" in first.stdout
     assert f"{bad_field}: failed: currency:" in first.stdout
-    assert entries(db_url) == [("PCX1", 300), ("PCZ1", 500)]
+    assert entries(db_url) == [("PCZ1", "pay", 500, None), ("PCX1", "pay", 300, None)]
     again = run_cli("replay", str(unknown), str(good), env=fixed)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{unknown}: duplicate" in again.stdout and f"{good}: duplicate" in again.stdout
-    assert entries(db_url) == [("PCX1", 300), ("PCZ1", 500)]  # nothing new
+    assert entries(db_url) == [("PCZ1", "pay", 500, None), ("PCX1", "pay", 300, None)]  # nothing new
     got = rows(db_url)
     assert got[unknown][:2] == ("done", "posted")  # the first outcome stands
     assert got[bad_field][0] == "failed"

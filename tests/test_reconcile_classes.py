@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.test_reconcile_seed import MCH, TORONTO, at, expect, has_expected_orders, post
+from tests.test_reconcile_seed import MCH, TORONTO, at, expect, post
 from worker.ledger.outcome import Outcome
 from worker.reports.alerts import AlertSink
 from worker.reports.reconcile import reconcile
@@ -43,7 +43,6 @@ def lost_notify(conn: psycopg.Connection, pay_order_id: str, when, state: str = 
 def seed_every_class(conn: psycopg.Connection) -> None:
     """One instance of each mismatch class on DAY, plus clean traffic that must not be reported."""
     t = lambda hms: at(f"2026-11-21 {hms}")  # noqa: E731
-    expected = has_expected_orders(conn)
     clean = [("PC-OK1", 1000, "09:00:00"), ("PC-OK2", 2500, "23:59:59")]
     for oid, amount, hms in clean:
         assert post(conn, oid, amount, t(hms)).outcome is Outcome.POSTED
@@ -71,15 +70,14 @@ def seed_every_class(conn: psycopg.Connection) -> None:
     assert post(conn, "RU-CU", 500, t("16:30:00"), pay_type="refund", original="PC-CU",
                 currency="USD").outcome is Outcome.REJECTED  # currency_mismatch (ledger)
     assert post(conn, "PC-Z", 0, t("17:00:00")).outcome is Outcome.REJECTED  # ledger_exception (non-positive)
-    if expected:
-        for oid, amount in [("PC-OK1", 1000), ("PC-OK2", 2500), ("PC-D1", 1500), ("PC-D2", 1500), ("PC-R", 1000),
-                            ("PC-RM", 1000), ("PC-C", 1200), ("PC-CU", 2000), ("PC-PEND", 900), ("PC-LOST", 700),
-                            ("PC-WAIT", 700), ("PC-REG", 1000), ("PC-CHG", 1150)]:
-            expect(conn, f"MO-{oid}", amount, t("08:00:00"), pay_order_id=oid)
-        expect(conn, "MO-NEVER-PAID", 4200, t("18:00:00"))  # expected_not_paid
-        expect(conn, "MO-PC-AM", 1000, t("18:30:00"))  # amount_mismatch: the gateway charged 1100
-        post(conn, "PC-AM", 1100, t("18:31:00"), mch_order_no="MO-PC-AM")
-        post(conn, "PC-UNK", 3300, t("19:00:00"))  # unknown_to_merchant
+    for oid, amount in [("PC-OK1", 1000), ("PC-OK2", 2500), ("PC-D1", 1500), ("PC-D2", 1500), ("PC-R", 1000),
+                        ("PC-RM", 1000), ("PC-C", 1200), ("PC-CU", 2000), ("PC-PEND", 900), ("PC-LOST", 700),
+                        ("PC-WAIT", 700), ("PC-REG", 1000), ("PC-CHG", 1150)]:
+        expect(conn, f"MO-{oid}", amount, t("08:00:00"), pay_order_id=oid)
+    expect(conn, "MO-NEVER-PAID", 4200, t("18:00:00"))  # expected_not_paid
+    expect(conn, "MO-PC-AM", 1000, t("18:30:00"))  # amount_mismatch: the gateway charged 1100
+    post(conn, "PC-AM", 1100, t("18:31:00"), mch_order_no="MO-PC-AM")
+    post(conn, "PC-UNK", 3300, t("19:00:00"))  # unknown_to_merchant
 
 
 def test_every_class_is_found_once_and_alerted_once(conn: psycopg.Connection) -> None:
@@ -92,7 +90,7 @@ def test_every_class_is_found_once_and_alerted_once(conn: psycopg.Connection) ->
 
     sink = AlertSink("https://hooks.example.test/T1", transport=httpx.MockTransport(hook), sleep=lambda s: None)
     first = reconcile(conn, DAY, TORONTO, sink)
-    classes = LEDGER_CLASSES | (EXPECTED_CLASSES if first.expected_orders_checked else set())
+    classes = LEDGER_CLASSES | EXPECTED_CLASSES
     assert first.counts == {c: 1 for c in classes}, first.counts
     by_class = {m.cls: m for m in first.mismatches}
     assert by_class["paid_not_in_ledger"].subject == "PC-WAIT"
@@ -112,12 +110,12 @@ def test_every_class_is_found_once_and_alerted_once(conn: psycopg.Connection) ->
     assert by_class["conflict"].subject == "PC-C"
     assert by_class["currency_mismatch"].subject == "RU-CU"
     assert by_class["ledger_exception"].subject == "PC-Z"
-    if first.expected_orders_checked:
-        assert by_class["expected_not_paid"].subject == f"{MCH}/MO-NEVER-PAID"
-        assert by_class["expected_not_paid"].expected_amount == 4200
-        am = by_class["amount_mismatch"]
-        assert (am.subject, am.expected_amount, am.gateway_amount, am.ledger_amount) == ("PC-AM", 1000, 1100, 1100)
-        assert by_class["unknown_to_merchant"].subject == "PC-UNK"
+    assert first.to_json()["expected_orders_checked"] is True
+    assert by_class["expected_not_paid"].subject == f"{MCH}/MO-NEVER-PAID"
+    assert by_class["expected_not_paid"].expected_amount == 4200
+    am = by_class["amount_mismatch"]
+    assert (am.subject, am.expected_amount, am.gateway_amount, am.ledger_amount) == ("PC-AM", 1000, 1100, 1100)
+    assert by_class["unknown_to_merchant"].subject == "PC-UNK"
     assert first.new_alerts == len(classes)
 
     # stored, and the webhook got each one once
@@ -142,14 +140,12 @@ def test_every_class_is_found_once_and_alerted_once(conn: psycopg.Connection) ->
 
 
 def test_a_clean_day_matches_and_the_neighbours_stay_apart(conn: psycopg.Connection) -> None:
-    expected = has_expected_orders(conn)
     post(conn, "PC-A", 1000, at("2026-11-21 00:00:00"))
     post(conn, "PC-B", 2000, at("2026-11-21 23:59:59"))
     post(conn, "PC-C", 100, at("2026-11-22 00:00:00"), status=0)  # next day, pending
     post(conn, "PC-D", 100, at("2026-11-20 23:59:59"), status=0)  # previous day, pending
-    if expected:
-        expect(conn, "MO-PC-A", 1000, at("2026-11-21 00:00:00"), pay_order_id="PC-A")
-        expect(conn, "MO-PC-B", 2000, at("2026-11-21 23:59:58"))
+    expect(conn, "MO-PC-A", 1000, at("2026-11-21 00:00:00"), pay_order_id="PC-A")
+    expect(conn, "MO-PC-B", 2000, at("2026-11-21 23:59:58"))
     result = reconcile(conn, DAY, TORONTO)
     assert result.ok, result.counts
     assert reconcile(conn, DAY + timedelta(days=1), TORONTO).counts == {"stuck_pending": 1}

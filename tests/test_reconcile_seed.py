@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from tests.factories import MCH
 from worker.iotpay.notify import parse_params
 from worker.ledger.outcome import Outcome, PostResult
 from worker.ledger.posting import post_notify
@@ -21,7 +22,6 @@ from worker.ledger.posting import post_notify
 GATEWAY_TZ = ZoneInfo("America/Vancouver")
 TORONTO = ZoneInfo("America/Toronto")
 UTC = timezone.utc
-MCH = "10000701"
 _seq = itertools.count(1)
 
 
@@ -71,13 +71,6 @@ def expect(conn: psycopg.Connection, mch_order_no: str, amount: int, created: da
             (mch_id, mch_order_no, pay_order_id, amount, currency, channel, "v3" if currency == "CAD" else "v1",
              created, gave_up_at),
         )
-
-
-def has_expected_orders(conn: psycopg.Connection) -> bool:
-    """True once sql/003_gateway.sql (expected_orders) exists."""
-    (present,) = conn.execute("SELECT to_regclass('expected_orders') IS NOT NULL").fetchone()
-    conn.commit()
-    return bool(present)
 
 
 def test_helpers_post_through_the_ledger(conn: psycopg.Connection) -> None:

@@ -3,7 +3,6 @@ duplicated or delayed reproducibly by seed. Plus `iotledger simulate` as a real 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -15,16 +14,14 @@ from collections import Counter
 import httpx
 import pytest
 
+from tests.factories import KEY, MCH, MERCHANTS, MERCHANTS_JSON
 from worker.gateway.client import GatewayClient
 from worker.iotpay import signature
 from worker.iotpay.notify import decode_body
-from worker.merchants import Merchant, Merchants
 from worker.simulator import NotifyPolicy, Simulator
 from worker.simulator.notifier import plan
 from worker.simulator.threaded import ThreadedServer
 
-KEY = "notify-key-0123456789"
-MERCHANTS = Merchants({"M1": Merchant("M1", (KEY,), "jack")})
 FAST = dict(retry_delays=(60.0, 120.0, 300.0), time_scale=0.001)  # 60 s -> 60 ms
 
 
@@ -52,7 +49,7 @@ def run(policy: NotifyPolicy, receiver: Receiver, orders: int = 1, **spec) -> tu
     sim = Simulator(MERCHANTS, seed=policy.seed, policy=policy)
     with ThreadedServer(receiver) as server:
         c = httpx.Client(transport=httpx.WSGITransport(app=sim), base_url="http://sim")
-        made = [c.post("/_sim/orders", json={"mchId": "M1", "mchOrderNo": f"O{i}", "amount": 100 + i, "status": 2,
+        made = [c.post("/_sim/orders", json={"mchId": MCH, "mchOrderNo": f"O{i}", "amount": 100 + i, "status": 2,
                                              "notifyUrl": server.url + "/notify", **spec}).json() for i in range(orders)]
         assert sim.sender.wait_idle(20)
     sim.sender.close()
@@ -132,7 +129,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_iotledger_simulate_serves_under_gunicorn_with_keep_alive(tmp_path):
     port = _free_port()
-    env = dict(os.environ, IOTPAY_MERCHANTS=json.dumps({"M1": {"keys": [KEY], "loginName": "jack"}}),
+    env = dict(os.environ, IOTPAY_MERCHANTS=MERCHANTS_JSON,
                IOTLEDGER_DATA_DIR=str(tmp_path))
     log = open(tmp_path / "simulate.log", "w+b")
     iotledger = os.path.join(os.path.dirname(sys.executable), "iotledger")
@@ -149,11 +146,11 @@ def test_iotledger_simulate_serves_under_gunicorn_with_keep_alive(tmp_path):
         else:
             pytest.fail((tmp_path / "simulate.log").read_text())
         c = httpx.Client(base_url=base)
-        order = c.post("/_sim/orders", json={"mchId": "M1", "mchOrderNo": "G1", "amount": 77, "status": 2}).json()
+        order = c.post("/_sim/orders", json={"mchId": MCH, "mchOrderNo": "G1", "amount": 77, "status": 2}).json()
         assert c.post("/_sim/merchants", json={"mchId": "M3", "key": "k3"}).status_code == 200
         with GatewayClient(MERCHANTS, v3_base_url=f"{base}/v3", v1_base_url=f"{base}/v1") as gw:
             for _ in range(5):
-                assert gw.cc_query("M1", pay_order_id=order["payOrderId"]).notify.amount == 77
+                assert gw.cc_query(MCH, pay_order_id=order["payOrderId"]).notify.amount == 77
             pool = gw._http._transport._pool
             assert len(pool.connections) == 1  # five queries, one kept-alive connection
         assert c.get("/_sim/stats").json()["requests"]["cc_query"] == 5

@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
+from tests.factories import MCH, MCH2, MERCHANTS, MERCHANTS_JSON
+from tests.ledger_helpers import by_order, entries
 from worker.gateway.client import GatewayClient
 from worker.gateway.expected import ExpectedOrder, record
 from worker.gateway.schedule import Schedule
@@ -23,13 +25,10 @@ from worker.gateway.sweep import SweepReport, next_due, open_pool, sweep_once
 from worker.iotpay.notify import decode_body
 from worker.ledger.checks import run_checks
 from worker.ledger.intake import verify_and_post
-from worker.merchants import Merchant, Merchants
 from worker.simulator import NotifyPolicy, SimClock, Simulator
 from worker.simulator.threaded import ThreadedServer
 
 TZ = ZoneInfo("America/Vancouver")
-MERCHANTS = Merchants({"M1": Merchant("M1", ("k-m1-0123456789abcdef",), "jack"),
-                       "M2": Merchant("M2", ("k-m2-fedcba9876543210",), "jill")})
 T0 = datetime(2026, 3, 2, 17, 0, 0, tzinfo=timezone.utc)
 
 
@@ -105,14 +104,6 @@ def env_factory(db_url: str) -> Iterator:
         e.close()
 
 
-def entries(db_url: str) -> dict[str, list[tuple[str, int]]]:
-    with psycopg.connect(db_url) as conn:
-        out: dict[str, list[tuple[str, int]]] = {}
-        for pid, kind, amount in conn.execute("SELECT pay_order_id, kind, amount FROM journal_entries ORDER BY id"):
-            out.setdefault(pid, []).append((kind, amount))
-        return out
-
-
 def expected_row(db_url: str, mch_order_no: str) -> dict:
     with psycopg.connect(db_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute("SELECT * FROM expected_orders WHERE mch_order_no = %s", (mch_order_no,)).fetchone()
@@ -128,14 +119,14 @@ def ledger_ok(db_url: str) -> dict:
 def test_dropped_notify_is_recovered_by_the_sweep(env_factory, db_url):
     env = env_factory(policy=NotifyPolicy(seed=1, drop_rate=1.0))  # every automatic notify is lost
     now = datetime.now(timezone.utc)
-    delivered = env.create(mchId="M1", mchOrderNo="A-1", amount=2599, status=2)
-    lost = env.create(mchId="M1", mchOrderNo="A-2", amount=1250, status=2)
-    v1_lost = env.create(mchId="M2", mchOrderNo="W-1", amount=880, currency="USD", channel="WX_APP", status=3)
+    delivered = env.create(mchId=MCH, mchOrderNo="A-1", amount=2599, status=2)
+    lost = env.create(mchId=MCH, mchOrderNo="A-2", amount=1250, status=2)
+    v1_lost = env.create(mchId=MCH2, mchOrderNo="W-1", amount=880, currency="USD", channel="WX_APP", status=3)
     assert env.ctl.post(f"/_sim/orders/{delivered['payOrderId']}/notify").status_code == 200  # this one gets through
     assert env.sim.sender.wait_idle(10)
     drops = [d for d in env.ctl.get("/_sim/deliveries").json()["deliveries"] if d["outcome"] == "dropped"]
     assert {d["payOrderId"] for d in drops} == {delivered["payOrderId"], lost["payOrderId"], v1_lost["payOrderId"]}
-    assert set(entries(db_url)) == {delivered["payOrderId"]}
+    assert set(by_order(entries(db_url))) == {delivered["payOrderId"]}
 
     for order in (delivered, lost, v1_lost):
         env.expect(order, now - timedelta(minutes=5))
@@ -143,8 +134,8 @@ def test_dropped_notify_is_recovered_by_the_sweep(env_factory, db_url):
 
     assert (report.settled, report.due, report.queried, report.paid) == (1, 2, 2, 2)
     assert env.queries() == 2  # the order the ledger already had was not asked about
-    assert entries(db_url) == {delivered["payOrderId"]: [("pay", 2599)], lost["payOrderId"]: [("pay", 1250)],
-                               v1_lost["payOrderId"]: [("pay", 880)]}
+    assert by_order(entries(db_url)) == {delivered["payOrderId"]: [("pay", 2599)], lost["payOrderId"]: [("pay", 1250)],
+                                         v1_lost["payOrderId"]: [("pay", 880)]}
     row = expected_row(db_url, "A-2")
     assert (row["resolution"], row["pay_order_id"], row["last_status"], row["next_query_at"]) == \
         ("paid", lost["payOrderId"], 2, None)
@@ -159,7 +150,7 @@ def test_dropped_notify_is_recovered_by_the_sweep(env_factory, db_url):
 def test_pos_order_completing_after_40s_is_found_by_2s_polling(env_factory, db_url):
     clock = SimClock(T0)
     env = env_factory(policy=NotifyPolicy(seed=2), clock=clock)
-    order = env.create(mchId="M1", mchOrderNo="POS-1", amount=4321, channel="CC_PAX", status=0, completeAfter=40)
+    order = env.create(mchId=MCH, mchOrderNo="POS-1", amount=4321, channel="CC_PAX", status=0, completeAfter=40)
     env.expect(order, T0, with_id=True)
 
     now, passes = T0, 0
@@ -176,7 +167,7 @@ def test_pos_order_completing_after_40s_is_found_by_2s_polling(env_factory, db_u
     assert now == T0 + timedelta(seconds=40)  # polled every 2 s: found at the first query after completion
     assert row["query_count"] == 20 and passes == 20
     assert row["resolution"] == "paid"
-    assert entries(db_url) == {order["payOrderId"]: [("pay", 4321)]}
+    assert by_order(entries(db_url)) == {order["payOrderId"]: [("pay", 4321)]}
     with psycopg.connect(db_url) as conn:
         occurred = conn.execute("SELECT occurred_at FROM journal_entries").fetchone()[0]
     assert occurred == T0 + timedelta(seconds=40)  # paySuccTime from the gateway, not the sweep's clock
@@ -186,7 +177,7 @@ def test_order_that_never_completes_is_given_up_and_alerted_once(env_factory, db
     clock = SimClock(T0)
     env = env_factory(policy=NotifyPolicy(seed=3), clock=clock)
     schedule = Schedule(give_up_after=timedelta(hours=2))
-    order = env.create(mchId="M1", mchOrderNo="POS-STUCK", amount=999, channel="CC_PAX", status=1)
+    order = env.create(mchId=MCH, mchOrderNo="POS-STUCK", amount=999, channel="CC_PAX", status=1)
     env.expect(order, T0, schedule)
 
     # the schedule itself, walked on paper: every query time up to the give-up age
@@ -216,13 +207,13 @@ def test_order_that_never_completes_is_given_up_and_alerted_once(env_factory, db
     assert (later.due, env.queries()) == (0, len(planned))
     with psycopg.connect(db_url) as conn:
         state = conn.execute("SELECT state FROM orders WHERE pay_order_id = %s", (order["payOrderId"],)).fetchone()[0]
-    assert state == "pending" and entries(db_url) == {}
+    assert state == "pending" and by_order(entries(db_url)) == {}
 
 
 def test_failed_order_is_recorded_and_not_queried_again(env_factory, db_url):
     env = env_factory(policy=NotifyPolicy(seed=4))
     now = datetime.now(timezone.utc)
-    order = env.create(mchId="M1", mchOrderNo="F-1", amount=500, status=9)
+    order = env.create(mchId=MCH, mchOrderNo="F-1", amount=500, status=9)
     env.expect(order, now - timedelta(minutes=3))
     report = env.sweep(now)
     assert (report.failed, report.paid) == (1, 0)
@@ -230,7 +221,7 @@ def test_failed_order_is_recorded_and_not_queried_again(env_factory, db_url):
     assert (row["resolution"], row["last_status"], row["next_query_at"]) == ("failed", 9, None)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT state FROM orders WHERE pay_order_id = %s", (order["payOrderId"],)).fetchone()[0] == "failed"
-    assert entries(db_url) == {}
+    assert by_order(entries(db_url)) == {}
     env.sweep(now + timedelta(hours=5))
     assert env.queries() == 1
 
@@ -238,7 +229,7 @@ def test_failed_order_is_recorded_and_not_queried_again(env_factory, db_url):
 def test_notify_and_sweep_at_the_same_moment_post_once(env_factory, db_url):
     env = env_factory(policy=NotifyPolicy(seed=5, drop_rate=1.0))
     now = datetime.now(timezone.utc)
-    orders = [env.create(mchId="M1", mchOrderNo=f"R-{i}", amount=100 + i, status=2) for i in range(40)]
+    orders = [env.create(mchId=MCH, mchOrderNo=f"R-{i}", amount=100 + i, status=2) for i in range(40)]
     for o in orders:
         env.expect(o, now - timedelta(minutes=2), with_id=True)
     bodies = []
@@ -266,7 +257,7 @@ def test_notify_and_sweep_at_the_same_moment_post_once(env_factory, db_url):
     for t in threads:
         t.join(60)
 
-    got = entries(db_url)
+    got = by_order(entries(db_url))
     assert got == {o["payOrderId"]: [("pay", o["amount"])] for o in orders}  # one entry each, no more
     assert ledger_ok(db_url)["CAD"]["net"] == sum(o["amount"] for o in orders)
     with psycopg.connect(db_url) as conn:
@@ -279,10 +270,10 @@ def test_notify_and_sweep_at_the_same_moment_post_once(env_factory, db_url):
 def test_parked_refund_gets_its_original_queried_and_both_post(env_factory, db_url):
     env = env_factory(policy=NotifyPolicy(seed=6, drop_rate=1.0))
     now = datetime.now(timezone.utc)
-    pay = env.create(mchId="M1", mchOrderNo="P-1", amount=10_000, status=2)  # its notify is lost
-    refund = env.client.cc_refund("M1", pay_order_id=pay["payOrderId"], mch_refund_no="RF-1", refund_amount=2_500)
-    void_pay = env.create(mchId="M2", mchOrderNo="P-2", amount=700, currency="USD", channel="ALIPAY_MOBILE", status=2)
-    v1_refund = env.client.refund_order("M2", pay_order_id=void_pay["payOrderId"], mch_refund_no="RF-2",
+    pay = env.create(mchId=MCH, mchOrderNo="P-1", amount=10_000, status=2)  # its notify is lost
+    refund = env.client.cc_refund(MCH, pay_order_id=pay["payOrderId"], mch_refund_no="RF-1", refund_amount=2_500)
+    void_pay = env.create(mchId=MCH2, mchOrderNo="P-2", amount=700, currency="USD", channel="ALIPAY_MOBILE", status=2)
+    v1_refund = env.client.refund_order(MCH2, pay_order_id=void_pay["payOrderId"], mch_refund_no="RF-2",
                                         refund_amount=700, currency="USD")
     for r in (refund, v1_refund):  # only the refunds' notifies arrive
         env.ctl.post(f"/_sim/orders/{r.notify.pay_order_id}/notify")
@@ -294,7 +285,7 @@ def test_parked_refund_gets_its_original_queried_and_both_post(env_factory, db_u
     report = env.sweep(now)
 
     assert report.paid == 2 and report.released == 2
-    assert entries(db_url) == {
+    assert by_order(entries(db_url)) == {
         pay["payOrderId"]: [("pay", 10_000)], refund.notify.pay_order_id: [("refund", 2_500)],
         void_pay["payOrderId"]: [("pay", 700)], v1_refund.notify.pay_order_id: [("refund", 700)],
     }
@@ -311,16 +302,16 @@ def test_parked_refund_gets_its_original_queried_and_both_post(env_factory, db_u
 def test_gateway_errors_are_counted_and_retried_next_time(env_factory, db_url):
     env = env_factory(policy=NotifyPolicy(seed=8, drop_rate=1.0))
     now = datetime.now(timezone.utc)
-    order = env.create(mchId="M1", mchOrderNo="E-1", amount=321, status=2)
+    order = env.create(mchId=MCH, mchOrderNo="E-1", amount=321, status=2)
     env.expect(order, now - timedelta(minutes=2))
     env.ctl.post("/_sim/faults", json={"badSign": 1})
     first = env.sweep(now)
     assert (first.errors, first.paid) == (1, 0)
     row = expected_row(db_url, "E-1")
     assert "sign" in row["last_error"] and row["next_query_at"] == now + timedelta(minutes=1)
-    assert entries(db_url) == {}  # a forged answer posts nothing
+    assert by_order(entries(db_url)) == {}  # a forged answer posts nothing
     second = env.sweep(now + timedelta(minutes=1))
-    assert second.paid == 1 and entries(db_url) == {order["payOrderId"]: [("pay", 321)]}
+    assert second.paid == 1 and by_order(entries(db_url)) == {order["payOrderId"]: [("pay", 321)]}
 
 
 def test_two_sweeps_at_once_do_not_both_run(env_factory, db_url):
@@ -339,7 +330,7 @@ def test_sweep_for_polls_pos_orders_between_clock_ticks(env_factory, db_url):
     """`iotledger sweep --for 55`: passes back to back, sleeping until the next query is due."""
     sim_clock = SimClock(T0)
     env = env_factory(policy=NotifyPolicy(seed=10), clock=sim_clock)
-    order = env.create(mchId="M1", mchOrderNo="POS-F", amount=1500, channel="CC_PAX", status=0, completeAfter=9)
+    order = env.create(mchId=MCH, mchOrderNo="POS-F", amount=1500, channel="CC_PAX", status=0, completeAfter=9)
     env.expect(order, T0)
     slept: list[float] = []
 
@@ -355,7 +346,7 @@ def test_sweep_for_polls_pos_orders_between_clock_ticks(env_factory, db_url):
     assert slept[:5] == [2.0, 2.0, 2.0, 2.0, 2.0]  # woke exactly when the next poll was due
     row = expected_row(db_url, "POS-F")
     assert row["resolution"] == "paid" and row["query_count"] == 5  # polls at 2, 4, 6, 8, 10 s
-    assert entries(db_url) == {order["payOrderId"]: [("pay", 1500)]}
+    assert by_order(entries(db_url)) == {order["payOrderId"]: [("pay", 1500)]}
 
 
 def test_concurrency_is_bounded_and_every_query_passes_the_merchant_rate_limit(env_factory, db_url):
@@ -373,15 +364,15 @@ def test_concurrency_is_bounded_and_every_query_passes_the_merchant_rate_limit(e
     env = env_factory(policy=NotifyPolicy(seed=12, drop_rate=1.0))
     now = datetime.now(timezone.utc)
     for i in range(24):
-        order = env.create(mchId="M1" if i % 3 else "M2", mchOrderNo=f"C-{i}", amount=10 + i, status=2 if i % 2 else 0)
+        order = env.create(mchId=MCH if i % 3 else MCH2, mchOrderNo=f"C-{i}", amount=10 + i, status=2 if i % 2 else 0)
         env.expect(order, now - timedelta(minutes=2))
     env.ctl.post("/_sim/faults", json={"latency": 0.05})
     limiter = CountingLimiter()
     report = sweep_once(env.pool, env.client, now=now, concurrency=3, limiter=limiter)
     assert (report.queried, report.paid, report.pending) == (24, 12, 12)
     assert env.ctl.get("/_sim/stats").json()["maxInFlight"] == 3
-    assert sorted(limiter.calls) == sorted(["M1"] * 16 + ["M2"] * 8)
-    assert len(entries(db_url)) == 12
+    assert sorted(limiter.calls) == sorted([MCH] * 16 + [MCH2] * 8)
+    assert len(by_order(entries(db_url))) == 12
 
 
 def test_cli_expect_then_sweep_posts_a_lost_payment(env_factory, db_url, redis_url, tmp_path):
@@ -391,13 +382,13 @@ def test_cli_expect_then_sweep_posts_a_lost_payment(env_factory, db_url, redis_u
     import sys
 
     env = env_factory(policy=NotifyPolicy(seed=13, drop_rate=1.0))
-    order = env.create(mchId="M2", mchOrderNo="CLI-9", amount=4200, currency="USD", channel="UPI_APP", status=2)
+    order = env.create(mchId=MCH2, mchOrderNo="CLI-9", amount=4200, currency="USD", channel="UPI_APP", status=2)
     proc_env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, IOTLEDGER_DATA_DIR=str(tmp_path),
-                    IOTPAY_MERCHANTS=json.dumps({m.mch_id: {"keys": list(m.keys)} for m in MERCHANTS.values()}),
+                    IOTPAY_MERCHANTS=MERCHANTS_JSON,
                     IOTPAY_V3_BASE_URL=f"{env.sim_server.url}/v3", IOTPAY_V1_BASE_URL=f"{env.sim_server.url}/v1")
     iotledger = os.path.join(os.path.dirname(sys.executable), "iotledger")
     created = (datetime.now(timezone.utc) - timedelta(minutes=3)).isoformat()
-    expect = subprocess.run([iotledger, "expect", "--mch-id", "M2", "--mch-order-no", "CLI-9", "--amount", "4200",
+    expect = subprocess.run([iotledger, "expect", "--mch-id", MCH2, "--mch-order-no", "CLI-9", "--amount", "4200",
                              "--currency", "USD", "--channel", "UPI_APP", "--created-at", created],
                             env=proc_env, capture_output=True, text=True, timeout=60)
     assert expect.returncode == 0, expect.stderr
@@ -406,5 +397,5 @@ def test_cli_expect_then_sweep_posts_a_lost_payment(env_factory, db_url, redis_u
     assert sweep.returncode == 0, sweep.stderr
     counts = json.loads(sweep.stdout)
     assert (counts["due"], counts["paid"], counts["concurrency"]) == (1, 1, 2)
-    assert entries(db_url) == {order["payOrderId"]: [("pay", 4200)]}
+    assert by_order(entries(db_url)) == {order["payOrderId"]: [("pay", 4200)]}
     assert expected_row(db_url, "CLI-9")["resolution"] == "paid"

@@ -17,9 +17,6 @@ FOR UPDATE;
 UPDATE expected_orders SET pay_order_id = %(pay_order_id)s
 WHERE mch_id = %(mch_id)s AND mch_order_no = %(mch_order_no)s AND pay_order_id IS NULL;
 
--- name: expected_get
-SELECT * FROM expected_orders WHERE mch_id = %(mch_id)s AND mch_order_no = %(mch_order_no)s;
-
 -- name: sweep_try_lock
 SELECT pg_try_advisory_lock(%(key)s) AS locked;
 

@@ -59,9 +59,6 @@ WHERE id = %(id)s AND state <> 'done'
 UPDATE inbox SET state = 'dead', reason = %(reason)s, processed_at = now(), updated_at = now()
 WHERE id = %(id)s AND state NOT IN ('done', 'failed')
 
--- name: inbox_count_attempt
-UPDATE inbox SET attempts = attempts + 1, updated_at = now() WHERE id = %(id)s
-
 -- name: inbox_due_for_redrive
 -- Rows not finished whose last hand-over to the queue is older than the cutoff, oldest first.
 -- SKIP LOCKED: two redrives at once (two clocks) never queue the same row twice.

@@ -268,13 +268,6 @@ JOIN mismatch_classes c USING (class)
 WHERE m.run_id = %(run_id)s
 ORDER BY m.class, m.subject;
 
--- name: reconcile_last_run
-SELECT id, business_date, settlement_tz, window_start, window_end, mismatch_count, counts, fingerprint
-FROM reconcile_runs
-WHERE business_date = %(day)s AND finished_at IS NOT NULL
-ORDER BY id DESC
-LIMIT 1;
-
 -- ---------------------------------------------------------------- alerts
 
 -- name: alerts_from_run
@@ -569,9 +562,6 @@ SELECT slot::date FROM job_runs WHERE job = 'nightly' AND status = 'done' AND sl
 
 -- name: nightly_state
 SELECT status, attempts, finished_at, error FROM job_runs WHERE job = 'nightly' AND slot = %(slot)s;
-
--- name: export_dates_between
-SELECT export_date FROM settlement_exports WHERE export_date BETWEEN %(first)s AND %(last)s;
 
 -- ---------------------------------------------------------------- files verify
 

@@ -14,7 +14,6 @@ applied here (it would measure the limit, not the sweep).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -29,6 +28,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from tests.factories import merchants_json
 from worker import logs
 from worker.gateway.client import GatewayClient
 from worker.gateway.expected import ExpectedOrder, record
@@ -37,7 +37,7 @@ from worker.merchants import Merchant, Merchants
 from worker.migrations import migrate
 
 MERCHANT_COUNT = 10
-MERCHANTS = Merchants({f"B{i}": Merchant(f"B{i}", (f"bench-key-{i:02d}-0123456789",), "bench") for i in range(MERCHANT_COUNT)})
+BENCH_MERCHANTS = Merchants({f"B{i}": Merchant(f"B{i}", (f"bench-key-{i:02d}-0123456789",), "bench") for i in range(MERCHANT_COUNT)})
 
 
 def _free_port() -> int:
@@ -54,7 +54,7 @@ def _with_db(url: str, name: str) -> str:
 
 def start_simulator(threads: int) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = dict(os.environ, IOTPAY_MERCHANTS=json.dumps({m.mch_id: {"keys": list(m.keys)} for m in MERCHANTS.values()}),
+    env = dict(os.environ, IOTPAY_MERCHANTS=merchants_json(BENCH_MERCHANTS),
                IOTLEDGER_DATA_DIR=tempfile.mkdtemp(prefix="bench-sweep-"))
     iotledger = os.path.join(os.path.dirname(sys.executable), "iotledger")
     proc = subprocess.Popen([iotledger, "simulate", "--port", str(port), "--threads", str(threads)], env=env,
@@ -127,7 +127,7 @@ def main() -> None:
         for level in levels:
             targets = seed_orders(base, db_url, f"c{level}", args.orders, args.paid, now)
             pool = open_pool(db_url, level)
-            with GatewayClient(MERCHANTS, v3_base_url=f"{base}/v3", v1_base_url=f"{base}/v1",
+            with GatewayClient(BENCH_MERCHANTS, v3_base_url=f"{base}/v3", v1_base_url=f"{base}/v1",
                                max_connections=level) as client:
                 report = sweep_once(pool, client, now=now, concurrency=level, limiter=None)
                 qps = report.queried / report.seconds

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PATH = "sql/001_ledger.sql"
-
 
 @dataclass(frozen=True)
 class SqlMutation:

@@ -119,10 +119,3 @@ def send(order: ExpectedOrder, broker: dramatiq.Broker, queue_name: str) -> dram
     message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(order.to_dict(),), kwargs={},
                                options={})
     return broker.enqueue(message)
-
-
-def send_refund(refund: ExpectedRefund, broker: dramatiq.Broker, queue_name: str) -> dramatiq.Message:
-    """Enqueue an expected refund by actor name."""
-    message = dramatiq.Message(queue_name=queue_name, actor_name=REFUND_ACTOR_NAME, args=(refund.to_dict(),),
-                               kwargs={}, options={})
-    return broker.enqueue(message)

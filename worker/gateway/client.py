@@ -48,7 +48,6 @@ DEFAULT_MAX_BACKOFF_SECONDS = 5.0
 DEFAULT_MAX_CONNECTIONS = 32
 
 V3_CONTENT_TYPE = "application/json;charset=UTF-8"
-V1_CONTENT_TYPE = "application/x-www-form-urlencoded"
 # envelope fields of a response, not part of the order itself (v1 answers put the order flat beside them)
 ENVELOPE_FIELDS = frozenset({"retCode", "retMsg", "resCode", "errCode", "errCodeDes", "retData", "payOrder", "sign",
                              "retParams", "retDetail"})

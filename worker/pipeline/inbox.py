@@ -22,7 +22,6 @@ from worker.pipeline.screening import Screened
 from worker.sqlfiles import q
 
 STATES = ("received", "queued", "done", "failed", "dead")
-UNFINISHED = ("received", "queued")
 
 
 @dataclass(frozen=True)
@@ -159,12 +158,6 @@ def mark_dead(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
     """Record that retries ran out, with the last error."""
     with translated(), _one_statement(conn):
         conn.execute(q("inbox_mark_dead"), {"id": inbox_id, "reason": _storable(reason)})
-
-
-def count_attempt(conn: psycopg.Connection, inbox_id: int) -> None:
-    """Count a processing attempt that ended in a transient error."""
-    with translated(), _one_statement(conn):
-        conn.execute(q("inbox_count_attempt"), {"id": inbox_id})
 
 
 def list_rows(conn: psycopg.Connection, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

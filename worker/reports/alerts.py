@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 import httpx
@@ -195,8 +194,3 @@ def daily_summary(conn: psycopg.Connection, sink: AlertSink, day: BusinessDay, t
     text = summary_text(day, facts, totals, files)
     return raise_alert(conn, sink, f"summary:{day.day}", "daily_summary",
                        text, {"business_date": str(day.day), **facts, "totals": totals})
-
-
-def summary_key(day: date) -> str:
-    """The dedup key of a day's summary alert."""
-    return f"summary:{day}"

@@ -17,13 +17,11 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
-from worker import logs, money
+from worker import money
 from worker.errors import RetryableError
 from worker.reports.alerts import AlertSink, raise_rows
 from worker.reports.businessday import BusinessDay, business_day
 from worker.sqlfiles import q
-
-log = logs.get("worker.reports.reconcile")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,6 @@ class ReconcileResult:
     counts: dict[str, int]
     fingerprint: str
     new_alerts: int
-    expected_orders_checked: bool
     skipped: tuple[dict[str, str], ...] = ()
     totals: tuple[dict[str, Any], ...] = ()
     matched: int = 0
@@ -78,7 +75,7 @@ class ReconcileResult:
                 "window_start": self.day.start.isoformat(), "window_end": self.day.end.isoformat(),
                 "hours": self.day.hours, "mismatch_count": len(self.mismatches), "counts": self.counts,
                 "fingerprint": self.fingerprint, "new_alerts": self.new_alerts,
-                "expected_orders_checked": self.expected_orders_checked,
+                "expected_orders_checked": True,  # expected_orders is part of the schema (sql/003_gateway.sql)
                 "skipped": list(self.skipped), "totals": [
                     {"mch_id": t["mch_id"], "currency": t["currency"], "entries": t["entries"],
                      **money.fields("paid", t["paid_cents"]), **money.fields("refunded", t["refunded_cents"]),
@@ -102,10 +99,7 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
             run_id = cur.fetchone()["id"]
             params = {**window, "run_id": run_id}
             cur.execute(q("reconcile_gateway_vs_ledger"), params)
-            cur.execute("SELECT to_regclass('expected_orders') IS NOT NULL AS present")
-            has_expected = bool(cur.fetchone()["present"])
-            if has_expected:
-                cur.execute(q("reconcile_expected_vs_gateway"), params)
+            cur.execute(q("reconcile_expected_vs_gateway"), params)
             cur.execute(q("reconcile_finish_run"), {"run_id": run_id})
             run = cur.fetchone()
             cur.execute(q("reconcile_mismatches_of_run"), {"run_id": run_id})
@@ -122,7 +116,5 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
                  r["currency"], r["expected_amount"], r["gateway_amount"], r["ledger_amount"], r["details"])
         for r in rows
     )
-    if not has_expected:
-        log.warning("reconcile.no_expected_orders", reason="table expected_orders missing; merchant side not compared")
-    return ReconcileResult(run_id, bd, mismatches, dict(run["counts"]), run["fingerprint"], new_alerts, has_expected,
-                           skipped, tuple(facts["totals"]), int(facts["matched"]), int(facts["expected"]))
+    return ReconcileResult(run_id, bd, mismatches, dict(run["counts"]), run["fingerprint"], new_alerts, skipped,
+                           tuple(facts["totals"]), int(facts["matched"]), int(facts["expected"]))
