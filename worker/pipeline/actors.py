@@ -22,7 +22,7 @@ import structlog
 from worker.cli.context import app_endpoints, app_settings
 from worker.errors import PermanentError, RetryableError
 from worker.pipeline import inbox, process
-from worker.pipeline.queue import ACTOR_NAME, DEAD_ACTOR_NAME
+from worker.pipeline.messages import ACTOR_NAME, DEAD_ACTOR_NAME
 
 # one message must not hold a worker thread forever; posting takes milliseconds
 TIME_LIMIT_MS = 60_000

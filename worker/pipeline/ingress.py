@@ -28,7 +28,7 @@ import structlog
 
 from worker.config import Settings
 from worker.errors import RetryableError
-from worker.pipeline import inbox, metrics, queue
+from worker.pipeline import inbox, messages, metrics
 from worker.pipeline.inbox import Stored
 from worker.pipeline.limiter import RefusalLimiter
 from worker.pipeline.screening import Refusal, Screened, screen
@@ -188,7 +188,7 @@ class Ingress:
     def _enqueue(self, stored: Stored) -> None:
         """Hand the inbox id to the workers; on failure mark the row 'received': redrive will queue it."""
         try:
-            queue.send(self.broker, self.settings.queue_name, stored.id)
+            messages.send(self.broker, self.settings.queue_name, stored.id)
             mark = inbox.mark_queued if stored.state == "received" else None  # a new row is stored 'queued'
         except RetryableError as exc:
             metrics.ENQUEUE_FAILED.inc()
