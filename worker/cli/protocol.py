@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from worker.cli.context import app_settings
+from worker.runtime import app_settings
 from worker.errors import PermanentError
 from worker.iotpay import signature
 

@@ -16,9 +16,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import structlog
 
+from worker import db
 from worker.broker import sender_broker
 from worker.config import Settings
-from worker.pipeline import inbox, messages
+from worker.pipeline import messages
 from worker.sqlfiles import q
 
 BATCH = 500
@@ -42,7 +43,7 @@ def redrive_once(database_url: str, redis_url: str, settings: Settings, now: dat
     if waiting_since is not None:
         cutoff = min(cutoff, waiting_since - CLOCK_MARGIN)
     total = 0
-    with inbox.translated(), psycopg.connect(database_url) as conn:
+    with db.translated(), psycopg.connect(database_url) as conn:
         while True:
             with conn.transaction():
                 ids = [r[0] for r in conn.execute(q("inbox_due_for_redrive"), {"cutoff": cutoff, "limit": BATCH})]

@@ -46,8 +46,8 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from worker import logs
-from worker.errors import IotLedgerError, RetryableError
+from worker import db, logs
+from worker.errors import IotLedgerError
 from worker.reports.businessday import BusinessDay, business_day
 from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
 from worker.reports.workbook import SettlementWorkbook
@@ -410,7 +410,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     files: list[_AtomicFile] = []
     try:
         with conn.transaction() as txn, conn.cursor() as cur:
-            cur.execute(q("export_lock"))
+            cur.execute(q("export_lock"), {"key": db.EXPORT_LOCK_KEY})
             cur.execute(q("export_record"), {"day": day})
             record = cur.fetchone()
             window = {"day": day, "tz": bd.tz_name, "start": bd.start, "end": bd.end}
@@ -461,7 +461,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     except psycopg.OperationalError as exc:
         for f in files:
             f.discard()
-        raise RetryableError(f"PostgreSQL unavailable while exporting {day}: {exc}") from exc
+        raise db.unavailable(exc, f"while exporting {day}") from exc
     except BaseException:
         for f in files:
             f.discard()

@@ -17,8 +17,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
-from worker import logs, money
-from worker.errors import RetryableError
+from worker import db, logs, money
 from worker.reports.alerts import AlertSink, raise_rows
 from worker.reports.businessday import BusinessDay, business_day
 from worker.sqlfiles import q
@@ -114,7 +113,7 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
             facts = cur.execute(q("reconcile_day_facts"), window).fetchone()
             new_alerts = raise_rows(cur, sink, "alerts_from_run", {"run_id": run_id, "per_class": sink.per_class})
     except psycopg.OperationalError as exc:
-        raise RetryableError(f"PostgreSQL unavailable while reconciling {day}: {exc}") from exc
+        raise db.unavailable(exc, f"while reconciling {day}") from exc
     finally:
         conn.isolation_level = None
     mismatches = tuple(
