@@ -409,7 +409,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     closed = now >= bd.end
     files: list[_AtomicFile] = []
     try:
-        with conn.transaction() as txn, conn.cursor() as cur:
+        with db.translated(f"while exporting {day}"), conn.transaction() as txn, conn.cursor() as cur:
             cur.execute(q("export_lock"), {"key": db.EXPORT_LOCK_KEY})
             cur.execute(q("export_record"), {"day": day})
             record = cur.fetchone()
@@ -458,11 +458,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                         "manifest_sha256": files[-1].sha.hexdigest(), "manifest": Jsonb(manifest)})
                 else:
                     raise psycopg.Rollback(txn)  # provisional: files written, nothing recorded
-    except psycopg.OperationalError as exc:
-        for f in files:
-            f.discard()
-        raise db.unavailable(exc, f"while exporting {day}") from exc
-    except BaseException:
+    except BaseException:  # PostgreSQL unavailable (a RetryableError) included: no file is left behind
         for f in files:
             f.discard()
         raise

@@ -96,7 +96,7 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
     window = {"day": bd.day, "tz": bd.tz_name, "start": bd.start, "end": bd.end}
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        with db.translated(f"while reconciling {day}"), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(q("reconcile_start_run"), window)
             run_id = cur.fetchone()["id"]
             params = {**window, "run_id": run_id}
@@ -112,8 +112,6 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
             skipped = tuple(dict(r) for r in cur.execute(q("reconcile_skipped"), window).fetchall())
             facts = cur.execute(q("reconcile_day_facts"), window).fetchone()
             new_alerts = raise_rows(cur, sink, "alerts_from_run", {"run_id": run_id, "per_class": sink.per_class})
-    except psycopg.OperationalError as exc:
-        raise db.unavailable(exc, f"while reconciling {day}") from exc
     finally:
         conn.isolation_level = None
     mismatches = tuple(
