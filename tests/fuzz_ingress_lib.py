@@ -1,7 +1,7 @@
 """Fuzzing the notify pipeline: hypothesis bodies through the real ingress app and the worker.
 
-`FuzzRun` builds the app with the real factory (`create_app()`, from the environment), POSTs a
-body in process, and for every body it stored runs the worker's processing
+`FuzzRun` builds the app with the real factory (`worker.runtime.ingress_app()`, from the
+environment), POSTs a body in process, and for every body it stored runs the worker's processing
 (`worker.pipeline.process.handle`) at once. It asserts, per body: no 5xx; a stored row ends
 `done` or `failed`; a row that posted parses as a valid notify. `finish()` asserts every inbox
 row is finished and `iotledger check` holds. Used by tests/test_ingress_fuzz.py (bounded, CI)
@@ -114,17 +114,16 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
 def real_app(db_url: str, redis_url: str, queue: str) -> Iterator[Any]:
     """The ingress from the real factory, configured through the environment as gunicorn's is."""
     from worker import config
-    from worker.cli import context
-    from worker.pipeline.ingress import create_app
+    from worker import runtime
 
     env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "IOTPAY_MERCHANTS": MERCHANTS_JSON,
            "IOTLEDGER_QUEUE": queue, "IOTLEDGER_REFUSALS_PER_MINUTE": "100000000"}
     saved = {k: os.environ.get(k) for k in [*env, "IOTPAY_MERCHANTS_FILE"]}
     os.environ.update(env)
     os.environ.pop("IOTPAY_MERCHANTS_FILE", None)
-    for cached in (config.settings, context.app_settings, context.app_endpoints):
+    for cached in (config.settings, runtime.app_settings, runtime.app_endpoints):
         cached.cache_clear()
-    app = create_app()
+    app = runtime.ingress_app()
     try:
         yield app
     finally:
@@ -134,7 +133,7 @@ def real_app(db_url: str, redis_url: str, queue: str) -> Iterator[Any]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        for cached in (config.settings, context.app_settings, context.app_endpoints):
+        for cached in (config.settings, runtime.app_settings, runtime.app_endpoints):
             cached.cache_clear()
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(f"dramatiq:{queue}*"):

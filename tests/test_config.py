@@ -65,7 +65,7 @@ def test_keys_never_show_in_repr():
 
 def test_cli_reports_a_bad_variable_with_exit_2(monkeypatch, capsys):
     from worker.cli import main
-    from worker.cli.context import app_settings
+    from worker.runtime import app_settings
     from worker.config import settings
 
     monkeypatch.setenv("IOTPAY_MERCHANTS", "{broken")

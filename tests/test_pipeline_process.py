@@ -157,20 +157,20 @@ def test_inbox_and_redrive_commands(conn, settings, db_url, redis_url, queue_nam
 def test_redrive_leaves_rows_whose_message_still_waits_in_the_queue(conn, settings, redis_url, queue_name, db_url):
     # a long backlog: rows older than the age, but their messages are still in line in Redis
     from worker.broker import sender_broker
-    from worker.pipeline import queue
+    from worker.pipeline import messages
 
     real_now = datetime.now(timezone.utc)
     ids = [put(conn, settings, v3_pay(f"PCW{n}", 100), now=real_now) for n in range(5)]
     broker = sender_broker(redis_url)
     for i in ids:
-        queue.send(broker, queue_name, i)
+        messages.send(broker, queue_name, i)
     later = real_now + timedelta(seconds=settings.redrive_after_seconds + 60)
     r = redis.Redis.from_url(redis_url)
     try:
-        assert queue.oldest_waiting(broker, queue_name) is not None
+        assert messages.oldest_waiting(broker, queue_name) is not None
         assert redrive_once(db_url, redis_url, settings, now=later) == 0  # no snowball of duplicates
         r.delete(f"dramatiq:{queue_name}", f"dramatiq:{queue_name}.msgs")  # Redis lost them
-        assert queue.oldest_waiting(broker, queue_name) is None
+        assert messages.oldest_waiting(broker, queue_name) is None
         assert redrive_once(db_url, redis_url, settings, now=later) == 5
         assert redrive_once(db_url, redis_url, settings, now=later + timedelta(seconds=600)) == 0  # waiting again
     finally:

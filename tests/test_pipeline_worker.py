@@ -22,7 +22,7 @@ from tests.ledger_helpers import entries
 from tests.pipeline_procs import encode, service_env, start_worker, stop, wait_until
 from worker.broker import sender_broker
 from worker.iotpay.signature import signed
-from worker.pipeline import inbox, queue
+from worker.pipeline import inbox, messages
 from worker.pipeline.screening import screen
 
 ONLY_MCH = json.dumps({MCH: {"keys": [KEY]}})
@@ -52,9 +52,9 @@ def test_transient_errors_are_retried_and_exhausted_retries_are_recorded_in_post
     broker = sender_broker(redis_url)
     r = redis.Redis.from_url(redis_url)
     try:
-        queue.send(broker, queue_name, a)
+        messages.send(broker, queue_name, a)
         # b may be retried once only: its retries run out while PostgreSQL is still unreachable
-        broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=queue.ACTOR_NAME, args=(b,), kwargs={},
+        broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=messages.ACTOR_NAME, args=(b,), kwargs={},
                                         options={"max_retries": 1}))
         wait_until(lambda: r.zcard(f"dramatiq:{queue_name}.XQ") >= 1, 60, "b's retries to run out")
         assert rows(db_url)[a][0] == "queued" and rows(db_url)[b][0] == "queued"  # nothing could be written yet
@@ -85,7 +85,7 @@ def test_permanent_errors_are_recorded_not_retried_and_replay_posts_them_once_fi
     r = redis.Redis.from_url(redis_url)
     try:
         for inbox_id in (unknown, bad_field, good):
-            queue.send(broker, queue_name, inbox_id)
+            messages.send(broker, queue_name, inbox_id)
         wait_until(lambda: [rows(db_url)[i][0] for i in (unknown, bad_field, good)] == ["failed", "failed", "done"],
                    60, "the two bad rows to fail and the good one to post")
         wait_until(lambda: r.zcard(f"dramatiq:{queue_name}.XQ") == 2, 10, "the failures in dramatiq's dead letters")

@@ -1,6 +1,6 @@
-"""The dramatiq broker: Redis, from REDIS_URL (or the embedded Redis).
+"""The dramatiq broker on Redis (REDIS_URL or the embedded one, as worker/runtime.py resolves it).
 
-Call `setup_broker()` before declaring actors (it sets dramatiq's global broker); it is
+`setup_broker(redis_url)` makes the process's broker once (and dramatiq's global broker); it is
 idempotent. Middleware:
 
 - dramatiq's defaults (age limit, time limit, shutdown notifications, callbacks, pipelines);
@@ -55,18 +55,13 @@ def build_middleware(*, prometheus: bool = False) -> list[dramatiq.Middleware]:
     return stack
 
 
-def setup_broker(redis_url: str | None = None, *, prometheus: bool = False) -> RedisBroker:
-    """Create the process's Redis broker once and make it dramatiq's global broker.
-
-    Without redis_url, the configured (or embedded) Redis is used. Raises nothing on a Redis
-    that is down: connections are made on first use.
+def setup_broker(redis_url: str, *, prometheus: bool = False) -> RedisBroker:
+    """Create the process's Redis broker once and make it dramatiq's global broker (a later call
+    returns the same broker, whatever its arguments). Raises nothing on a Redis that is down:
+    connections are made on first use.
     """
     global _broker
     if _broker is None:
-        if redis_url is None:
-            from worker.cli.context import app_endpoints
-
-            redis_url = app_endpoints().redis_url
         _broker = RedisBroker(client=redis_client(redis_url), middleware=build_middleware(prometheus=prometheus))
         dramatiq.set_broker(_broker)
     return _broker

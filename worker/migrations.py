@@ -13,11 +13,11 @@ from pathlib import Path
 
 import psycopg
 
+from worker import db
 from worker.errors import IotLedgerError
 from worker.sqlfiles import sql_dir
 
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-LOCK_KEY = 7_201_944_031  # arbitrary, constant: pg_advisory_lock key of `iotledger migrate`
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def migrate(database_url: str, folder: Path | None = None) -> list[str]:
     pending = discover(folder)
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_lock(%s)", (db.MIGRATE_LOCK_KEY,))
         try:
             conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -86,5 +86,5 @@ def migrate(database_url: str, folder: Path | None = None) -> list[str]:
                     )
                 applied_now.append(mig.name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_unlock(%s)", (db.MIGRATE_LOCK_KEY,))
     return applied_now

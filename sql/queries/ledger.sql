@@ -3,8 +3,9 @@
 -- name: lock_order_tree
 -- Serialises everything that touches one pay order and its refunds, across processes: a pay
 -- locks its id twice (first = second); a refund locks its pay's id and its own, in sorted order.
-SELECT pg_advisory_xact_lock(hashtextextended(%(first)s, 7201944)),
-       pg_advisory_xact_lock(hashtextextended(%(second)s, 7201944))
+-- The keys and the seed come from worker/db.py (order_lock_keys, ORDER_LOCK_SEED).
+SELECT pg_advisory_xact_lock(hashtextextended(%(first)s, %(seed)s)),
+       pg_advisory_xact_lock(hashtextextended(%(second)s, %(seed)s))
 
 -- name: order_for_update
 SELECT pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status, state,

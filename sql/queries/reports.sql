@@ -421,8 +421,8 @@ SELECT (SELECT jsonb_build_object('run_id', id, 'mismatch_count', mismatch_count
 -- ---------------------------------------------------------------- settlement export
 
 -- name: export_lock
--- Exports of any day serialise: a day's assignment reads which days are closed.
-SELECT pg_advisory_xact_lock(7201944032);
+-- Exports of any day serialise: a day's assignment reads which days are closed (key: worker/db.py).
+SELECT pg_advisory_xact_lock(%(key)s);
 
 -- name: export_record
 SELECT export_date, settlement_tz, version, manifest FROM settlement_exports WHERE export_date = %(day)s;

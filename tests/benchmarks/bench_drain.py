@@ -30,7 +30,7 @@ from tests.fix_redis import DEFAULT_TEST_REDIS_URL
 from tests.pipeline_procs import service_env, start_worker, stop
 from worker.broker import sender_broker
 from worker.migrations import migrate
-from worker.pipeline import queue
+from worker.pipeline import messages
 
 
 def bodies(n: int):
@@ -83,7 +83,7 @@ def main() -> None:
         with psycopg.connect(db_url) as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM inbox ORDER BY id")]
         for inbox_id in ids:
-            queue.send(broker, q, inbox_id)
+            messages.send(broker, q, inbox_id)
         t2 = time.perf_counter()
         print(f"backlog: {args.rows} inbox rows stored in {t1 - t0:.1f}s, queued in {t2 - t1:.1f}s "
               f"({args.rows / (t2 - t1):.0f} enqueues/s)")

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import psycopg
 
-from worker.cli import admin, context, gateway, ledger, pipeline, protocol, reports
-from worker.cli.context import app_settings
+from worker import db, runtime
+from worker.cli import admin, gateway, ledger, pipeline, protocol, reports
 from worker.errors import ConfigError, PermanentError, RetryableError
 from worker.migrations import MigrationError
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"iotledger {_version()}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+    parser.add_argument("--log-level", choices=runtime.LOG_LEVELS, type=str.upper,
                         help="the level of the log lines on stderr (default INFO, or IOTLEDGER_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in MODULES:
@@ -45,13 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = args.log_level or ("WARNING" if args.quiet else os.environ.get("IOTLEDGER_LOG_LEVEL", "INFO").upper())
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if level not in runtime.LOG_LEVELS:
         print(f"iotledger: configuration error: IOTLEDGER_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, "
               f"got {level!r}", file=sys.stderr)
         return 2
-    context.log_level = level
+    runtime.set_log_level(level)
     try:
-        app_settings()  # an invalid configuration fails at start, whatever the command
+        runtime.app_settings()  # an invalid configuration fails at start, whatever the command
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"iotledger: configuration error: {exc}", file=sys.stderr)
@@ -60,12 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"iotledger: service unavailable: {exc}", file=sys.stderr)
         return 3
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction) as exc:
-        db = _database_name()
-        print(f"iotledger: database {db} has no ledger schema or an older one ({exc.diag.message_primary}): "
+        database = _database_name()
+        print(f"iotledger: database {database} has no ledger schema or an older one ({exc.diag.message_primary}): "
               f"run iotledger migrate", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
-        err = context.connect_error(exc)
+        err = db.connect_error(exc)
         if isinstance(err, ConfigError):
             print(f"iotledger: configuration error: {err}", file=sys.stderr)
             return 2
@@ -98,9 +98,7 @@ def _database_name() -> str:
     try:
         from psycopg.conninfo import conninfo_to_dict
 
-        from worker.cli.context import app_endpoints
-
-        info = conninfo_to_dict(app_endpoints().database_url)
+        info = conninfo_to_dict(runtime.app_endpoints().database_url)
         return repr(f"{info.get('dbname', '?')} on {info.get('host') or 'localhost'}")
     except Exception:  # noqa: BLE001 - only for the message
         return "(the configured one)"

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from worker import services
-from worker.cli.context import allow_new_services, app_endpoints, app_settings
 from worker.migrations import migrate
+from worker.runtime import allow_new_services, app_endpoints, app_settings
 from worker.sqlfiles import sql_dir
 
 

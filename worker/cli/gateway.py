@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from worker.cli import argtypes
-from worker.cli.context import app_endpoints, app_settings, connect
 from worker.errors import PermanentError
+from worker.runtime import app_endpoints, app_settings, connect
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -7,10 +7,10 @@ import json
 import sys
 from datetime import date, datetime, timedelta, timezone
 
-from worker.cli.context import app_settings, connect
 from worker.ledger.checks import run_checks
 from worker.ledger.ingest import ingest_lines
 from worker.ledger.views import order_view
+from worker.runtime import app_settings, connect
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from worker.cli import argtypes
-from worker.cli.context import allow_new_services, app_endpoints, app_settings, connect
 from worker.pipeline import inbox
+from worker.runtime import allow_new_services, app_endpoints, app_settings, connect
 
-GUNICORN_APP = "worker.pipeline.ingress:create_app()"
+GUNICORN_APP = "worker.runtime:ingress_app()"
 GUNICORN_CONFIG = "python:worker.pipeline.gunicorn_conf"
 DRAMATIQ_MODULE = "worker.pipeline.workers"
 # how long `iotledger worker` lets running messages finish on SIGTERM

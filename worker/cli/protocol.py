@@ -7,9 +7,9 @@ import json
 import sys
 from typing import Any
 
-from worker.cli.context import app_settings
 from worker.errors import PermanentError
 from worker.iotpay import signature
+from worker.runtime import app_settings
 
 
 def _read_object() -> dict[str, Any]:

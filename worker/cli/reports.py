@@ -14,10 +14,10 @@ from pathlib import Path
 
 from worker import logs
 from worker.cli import argtypes
-from worker.cli.context import allow_new_services, app_endpoints, app_settings, connect
 from worker.errors import PermanentError
 from worker.reports.alerts import AlertSink, money
 from worker.reports.businessday import last_closed_day, parse_date
+from worker.runtime import allow_new_services, app_endpoints, app_settings, connect
 
 log = logs.get("worker.cli.reports")
 

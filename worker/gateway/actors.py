@@ -1,8 +1,8 @@
 """The dramatiq actor through which programs (the merchant's checkout) report expected orders.
 
-Declared lazily with an explicit broker, because dramatiq binds an actor to a broker when it
-is declared: `expect_actor()` declares it on worker.broker's process broker (the one the
-`iotledger worker` processes consume), `declare(broker, queue)` on any other (tests).
+Declared with an explicit broker, because dramatiq binds an actor to a broker when it is
+declared: `declare(broker, queue, database_url)` (worker/runtime.py declares it on the broker the
+`iotledger worker` processes consume; tests on their own).
 
 A checkout that does not import this package can enqueue the same message by name:
     actor_name "expect_order", queue IOTLEDGER_QUEUE (default "iotpay"),
@@ -16,13 +16,14 @@ Bad fields are permanent (never retried, logged with the field); PostgreSQL down
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import psycopg_pool
 
-from worker import logs
-from worker.errors import PermanentError, RetryableError
+from worker import db, logs
+from worker.errors import PermanentError
 from worker.gateway.expected import ExpectedOrder, record
 from worker.gateway.expected_refunds import ExpectedRefund, record_refund
 
@@ -32,32 +33,25 @@ POOL_TIMEOUT_S = 10.0
 
 log = logs.get("worker.gateway.actors")
 _lock = threading.Lock()
-_actor: dramatiq.Actor | None = None
 _pools: dict[str, psycopg_pool.ConnectionPool] = {}
+DatabaseUrl = str | Callable[[], str]  # the URL, or a function giving it on first use
 
 
 def _pool(database_url: str) -> psycopg_pool.ConnectionPool:
     with _lock:
         pool = _pools.get(database_url)
         if pool is None:
-            pool = _pools[database_url] = psycopg_pool.ConnectionPool(
-                database_url, min_size=1, max_size=4, timeout=POOL_TIMEOUT_S, open=True, name="expect")
+            pool = _pools[database_url] = db.open_pool(database_url, name="expect", max_size=4, timeout=POOL_TIMEOUT_S)
         return pool
 
 
-def _record(value: Any, save: Any, database_url: str | None) -> bool:
-    if database_url is None:
-        from worker.cli.context import app_endpoints
-
-        database_url = app_endpoints().database_url
-    try:
-        with _pool(database_url).connection() as conn:
-            return save(conn, value)
-    except psycopg_pool.PoolTimeout as exc:
-        raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
+def _record(value: Any, save: Any, database_url: DatabaseUrl) -> bool:
+    url = database_url if isinstance(database_url, str) else database_url()
+    with db.translated(), _pool(url).connection() as conn:
+        return save(conn, value)
 
 
-def expect_order(order: dict[str, Any], database_url: str | None = None) -> None:
+def expect_order(order: dict[str, Any], database_url: DatabaseUrl) -> None:
     """Record one expected order (the actor's body). Raises ValidationError (permanent) naming the
     field, RetryableError when PostgreSQL is unavailable."""
     expected = ExpectedOrder.from_dict(order)
@@ -65,7 +59,7 @@ def expect_order(order: dict[str, Any], database_url: str | None = None) -> None
     log.info("expect.recorded", mch_id=expected.mch_id, mch_order_no=expected.mch_order_no, new=new)
 
 
-def expect_refund(refund: dict[str, Any], database_url: str | None = None) -> None:
+def expect_refund(refund: dict[str, Any], database_url: DatabaseUrl) -> None:
     """Record one refund the merchant requested (the `expect_refund` actor's body). Raises
     ValidationError (permanent) naming the field, RetryableError when PostgreSQL is unavailable."""
     expected = ExpectedRefund.from_dict(refund)
@@ -81,8 +75,9 @@ def close_pools() -> None:
         _pools.clear()
 
 
-def declare(broker: dramatiq.Broker, queue_name: str, database_url: str | None = None) -> dramatiq.Actor:
-    """Declare the expect actor on broker (idempotent per broker); database_url defaults to the configured one."""
+def declare(broker: dramatiq.Broker, queue_name: str, database_url: DatabaseUrl) -> dramatiq.Actor:
+    """Declare the expect actors on broker (idempotent per broker), recording into database_url (or
+    the URL a function gives on the first message). Returns the `expect_order` actor."""
     try:
         return broker.get_actor(ACTOR_NAME)
     except dramatiq.errors.ActorNotFound:
@@ -101,17 +96,6 @@ def declare(broker: dramatiq.Broker, queue_name: str, database_url: str | None =
                        throws=(PermanentError,))
     return dramatiq.actor(expect_order_message, broker=broker, actor_name=ACTOR_NAME, queue_name=queue_name,
                           throws=(PermanentError,))
-
-
-def expect_actor() -> dramatiq.Actor:
-    """The actor on this process's broker (worker.broker.setup_broker), declared on first use."""
-    global _actor
-    if _actor is None:
-        from worker.broker import setup_broker
-        from worker.cli.context import app_settings
-
-        _actor = declare(setup_broker(), app_settings().queue_name)
-    return _actor
 
 
 def send(order: ExpectedOrder, broker: dramatiq.Broker, queue_name: str) -> dramatiq.Message:

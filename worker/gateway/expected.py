@@ -15,7 +15,8 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from worker.errors import RetryableError, ValidationError
+from worker import db
+from worker.errors import ValidationError
 from worker.gateway.schedule import Schedule
 from worker.iotpay.notify import CURRENCIES, V3_CURRENCIES
 from worker.sqlfiles import q
@@ -120,23 +121,21 @@ def record(conn: psycopg.Connection, order: ExpectedOrder, schedule: Schedule | 
     params = {"mch_id": order.mch_id, "mch_order_no": order.mch_order_no, "pay_order_id": order.pay_order_id,
               "amount": order.amount, "currency": order.currency, "channel": order.channel, "family": order.family,
               "created_at": order.created_at, "next_query_at": schedule.first_query_at(order.created_at, order.channel)}
-    try:
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(q("expect_insert"), params)
-            if cur.fetchone() is not None:
-                return True
-            cur.execute(q("expect_get_for_update"), params)
-            known = cur.fetchone()
-            for column, name in (("amount", "amount"), ("currency", "currency"), ("channel", "channel"),
-                                 ("family", "family")):
-                if known[column] != params[column]:
-                    raise ValidationError(name, f"order {order.mch_order_no} was recorded with {known[column]!r}, "
-                                                f"now {params[column]!r}; not changed")
-            if order.pay_order_id and known["pay_order_id"] not in (None, order.pay_order_id):
-                raise ValidationError("payOrderId", f"order {order.mch_order_no} was recorded with "
-                                                    f"{known['pay_order_id']!r}, now {order.pay_order_id!r}; not changed")
-            if order.pay_order_id and known["pay_order_id"] is None:
-                cur.execute(q("expect_set_pay_order_id"), params)
-            return False
-    except psycopg.OperationalError as exc:
-        raise RetryableError(f"PostgreSQL unavailable while recording {order.mch_order_no}: {exc}") from exc
+    where = f"while recording {order.mch_order_no}"
+    with db.translated(where), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(q("expect_insert"), params)
+        if cur.fetchone() is not None:
+            return True
+        cur.execute(q("expect_get_for_update"), params)
+        known = cur.fetchone()
+        for column, name in (("amount", "amount"), ("currency", "currency"), ("channel", "channel"),
+                             ("family", "family")):
+            if known[column] != params[column]:
+                raise ValidationError(name, f"order {order.mch_order_no} was recorded with {known[column]!r}, "
+                                            f"now {params[column]!r}; not changed")
+        if order.pay_order_id and known["pay_order_id"] not in (None, order.pay_order_id):
+            raise ValidationError("payOrderId", f"order {order.mch_order_no} was recorded with "
+                                                f"{known['pay_order_id']!r}, now {order.pay_order_id!r}; not changed")
+        if order.pay_order_id and known["pay_order_id"] is None:
+            cur.execute(q("expect_set_pay_order_id"), params)
+        return False

@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from worker.errors import RetryableError, ValidationError
+from worker import db
+from worker.errors import ValidationError
 from worker.gateway.expected import _text
 from worker.iotpay.notify import CURRENCIES
 from worker.sqlfiles import q
@@ -81,17 +82,15 @@ def record_refund(conn: psycopg.Connection, refund: ExpectedRefund) -> bool:
     params = {"mch_id": refund.mch_id, "mch_refund_no": refund.mch_refund_no,
               "original_order_id": refund.original_order_id, "amount": refund.amount, "currency": refund.currency,
               "requested_at": refund.requested_at}
-    try:
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(q("expect_refund_insert"), params)
-            if cur.fetchone() is not None:
-                return True
-            known = cur.execute(q("expect_refund_get"), params).fetchone()
-            for column, name in (("original_order_id", "originalOrderId"), ("amount", "amount"),
-                                 ("currency", "currency")):
-                if known[column] != params[column]:
-                    raise ValidationError(name, f"refund {refund.mch_refund_no} was recorded with {known[column]!r}, "
-                                                f"now {params[column]!r}; not changed")
-            return False
-    except psycopg.OperationalError as exc:
-        raise RetryableError(f"PostgreSQL unavailable while recording refund {refund.mch_refund_no}: {exc}") from exc
+    where = f"while recording refund {refund.mch_refund_no}"
+    with db.translated(where), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(q("expect_refund_insert"), params)
+        if cur.fetchone() is not None:
+            return True
+        known = cur.execute(q("expect_refund_get"), params).fetchone()
+        for column, name in (("original_order_id", "originalOrderId"), ("amount", "amount"),
+                             ("currency", "currency")):
+            if known[column] != params[column]:
+                raise ValidationError(name, f"refund {refund.mch_refund_no} was recorded with {known[column]!r}, "
+                                            f"now {params[column]!r}; not changed")
+        return False

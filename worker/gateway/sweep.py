@@ -31,7 +31,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from worker import logs
+from worker import db, logs
 from worker.errors import IotLedgerError, RetryableError
 from worker.gateway.client import GatewayAnswer, GatewayClient
 from worker.gateway.errors import GatewayFailError, GatewayNetworkError
@@ -41,7 +41,6 @@ from worker.gateway.schedule import PARKED_STEPS, Schedule
 from worker.ledger.posting import post_notify
 from worker.sqlfiles import q
 
-SWEEP_LOCK_KEY = 7_201_944_105  # arbitrary, constant: pg_advisory_lock key of the sweep
 DEFAULT_CONCURRENCY = 8
 DEFAULT_BATCH = 20_000  # most orders one pass handles; the rest are next minute's
 
@@ -87,8 +86,7 @@ class _Outcome:
 
 def open_pool(database_url: str, concurrency: int = DEFAULT_CONCURRENCY) -> psycopg_pool.ConnectionPool:
     """A connection pool sized for one sweep pass (the lock connection plus one per worker)."""
-    return psycopg_pool.ConnectionPool(database_url, min_size=1, max_size=concurrency + 1, open=True,
-                                       timeout=30.0, name="sweep")
+    return db.open_pool(database_url, name="sweep", max_size=concurrency + 1, timeout=30.0)
 
 
 def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now: datetime,
@@ -104,20 +102,17 @@ def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now:
     schedule = schedule or Schedule()
     report = SweepReport(now=now, concurrency=concurrency)
     started = time.perf_counter()
-    try:
-        with pool.connection() as lock_conn:
-            lock_conn.autocommit = True
-            if not lock_conn.execute(q("sweep_try_lock"), {"key": SWEEP_LOCK_KEY}).fetchone()[0]:
-                report.skipped = True
-                log.info("sweep.skipped", reason="another sweep is running")
-                return report
-            try:
-                _run(lock_conn, pool, client, now, schedule, concurrency, limiter, batch, report)
-            finally:
-                lock_conn.execute(q("sweep_unlock"), {"key": SWEEP_LOCK_KEY})
-                lock_conn.autocommit = False
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        raise RetryableError(f"PostgreSQL unavailable during the sweep: {exc}") from exc
+    with db.translated("during the sweep"), pool.connection() as lock_conn:
+        lock_conn.autocommit = True
+        if not lock_conn.execute(q("sweep_try_lock"), {"key": db.SWEEP_LOCK_KEY}).fetchone()[0]:
+            report.skipped = True
+            log.info("sweep.skipped", reason="another sweep is running")
+            return report
+        try:
+            _run(lock_conn, pool, client, now, schedule, concurrency, limiter, batch, report)
+        finally:
+            lock_conn.execute(q("sweep_unlock"), {"key": db.SWEEP_LOCK_KEY})
+            lock_conn.autocommit = False
     report.seconds = time.perf_counter() - started
     log.info("sweep.pass", **{k: v for k, v in report.counts().items() if k != "now"})
     return report

@@ -24,8 +24,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from worker import logs
-from worker.errors import PermanentError, RetryableError
+from worker import db, logs
+from worker.errors import PermanentError
 from worker.iotpay.notify import Notify
 from worker.iotpay.status import Outcome as Status
 from worker.iotpay.status import outcome as status_outcome
@@ -65,18 +65,6 @@ class LedgerRefusedError(PermanentError):
     """PostgreSQL refused a post for a reason no retry can fix (an integrity or data error)."""
 
 
-def lock_keys(notify: Notify) -> tuple[str, ...]:
-    """The advisory-lock keys a post of this notify holds, in the order they are taken.
-
-    A pay locks its own id. A refund locks its pay's id (the tree: the pay and all its refunds
-    serialise) and its own id, so that a pay and a refund that share one payOrderId serialise too.
-    Keys are taken in sorted order, so two posts never wait on each other in a cycle.
-    """
-    if notify.is_refund and notify.original_order_id:
-        return tuple(sorted({notify.original_order_id, notify.pay_order_id}))
-    return (notify.pay_order_id,)
-
-
 def post_notify(conn: psycopg.Connection, notify: Notify, *, source: str = "notify") -> PostResult:
     """Post one verified notify (or query result) exactly once, in its own transaction.
 
@@ -84,23 +72,21 @@ def post_notify(conn: psycopg.Connection, notify: Notify, *, source: str = "noti
     when PostgreSQL is unavailable, so the caller can try again later, and LedgerRefusedError
     (permanent) when PostgreSQL refuses the post as data that no retry can fix.
     """
-    keys = lock_keys(notify)
-    for attempt in (1, 2):
-        try:
-            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(q("lock_order_tree"), {"first": keys[0], "second": keys[-1]})
-                result = _post_locked(cur, notify, source)
-            break
-        except psycopg.errors.UniqueViolation as exc:
-            # another path inserted this order id between our look and our write: look again
-            if attempt == 2:
-                raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: {exc.diag.message_primary}") from exc
-        except (psycopg.IntegrityError, psycopg.DataError) as exc:
-            raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: PostgreSQL refused the post "
-                                     f"({exc.diag.constraint_name or exc.diag.sqlstate}): {exc.diag.message_primary}"
-                                     ) from exc
-        except psycopg.OperationalError as exc:
-            raise RetryableError(f"PostgreSQL unavailable while posting {notify.pay_order_id}: {exc}") from exc
+    keys = db.order_lock_keys(notify.pay_order_id, notify.original_order_id if notify.is_refund else None)
+    lock = {"first": keys[0], "second": keys[-1], "seed": db.ORDER_LOCK_SEED}
+    with db.translated(f"while posting {notify.pay_order_id}"):
+        for attempt in (1, 2):
+            try:
+                with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(q("lock_order_tree"), lock)
+                    result = _post_locked(cur, notify, source)
+                break
+            except psycopg.errors.UniqueViolation as exc:
+                # another path inserted this order id between our look and our write: look again
+                if attempt == 2:
+                    raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: {exc.diag.message_primary}") from exc
+            except db.REFUSALS as exc:
+                raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: {db.refusal(exc, 'the post')}") from exc
     log.info("ledger.post", pay_order_id=notify.pay_order_id, outcome=result.outcome.value, reason=result.reason,
              released=[r.pay_order_id for r in result.released] or None)
     return result

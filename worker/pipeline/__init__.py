@@ -4,7 +4,7 @@
     screening.py   what the ingress checks before keeping a body (sign, merchant, card masking)
     limiter.py     refusals per source address
     inbox.py       the inbox table: store once, states, outcomes
-    queue.py       handing an inbox id to dramatiq
+    messages.py    the notify messages: sent by actor name, the age of the oldest waiting
     process.py     one inbox row through verify-and-post (actor and replay share it)
     actors.py      the dramatiq actors; workers.py is the module `dramatiq` loads
     redrive.py     rows not done after an age are queued again

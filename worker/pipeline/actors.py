@@ -1,7 +1,8 @@
 """The dramatiq actors of the notify pipeline. Thin: load the row, call process.handle, log one line.
 
-Import only after worker.broker.setup_broker() (actors bind to the global broker when declared);
-worker/pipeline/workers.py does both for the `dramatiq` command.
+`declare(broker, settings, pool)` declares them on a broker (dramatiq binds an actor to a broker
+when it is declared), with the settings and the process's connection pool they use;
+worker/runtime.py does so for the `dramatiq` command (worker/pipeline/workers.py).
 
 - `process_notify(inbox_id)`: permanent errors (bad data, unknown merchant) are declared with
   `throws=` and never retried; the row is marked failed with the reason. Anything else
@@ -12,17 +13,18 @@ worker/pipeline/workers.py does both for the `dramatiq` command.
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import psycopg_pool
 import structlog
 
-from worker.cli.context import app_endpoints, app_settings
+from worker import db
+from worker.config import Settings
 from worker.errors import PermanentError, RetryableError
 from worker.pipeline import inbox, process
-from worker.pipeline.queue import ACTOR_NAME, DEAD_ACTOR_NAME
+from worker.pipeline.messages import ACTOR_NAME, DEAD_ACTOR_NAME
 
 # one message must not hold a worker thread forever; posting takes milliseconds
 TIME_LIMIT_MS = 60_000
@@ -30,41 +32,23 @@ TIME_LIMIT_MS = 60_000
 POOL_TIMEOUT_S = 3.0
 
 log = structlog.get_logger("worker.pipeline.actors")
-_pool: psycopg_pool.ConnectionPool | None = None
-_pool_lock = threading.Lock()
+Pool = Callable[[], psycopg_pool.ConnectionPool]
 
 
-def pool() -> psycopg_pool.ConnectionPool:
-    """This process's connection pool (created after the fork, on first use)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = psycopg_pool.ConnectionPool(
-                app_endpoints().database_url,
-                min_size=1,
-                max_size=max(2, app_settings().worker_threads),
-                timeout=POOL_TIMEOUT_S,
-                open=True,
-                name="worker",
-            )
-        return _pool
+def open_pool(database_url: str, threads: int) -> psycopg_pool.ConnectionPool:
+    """A worker process's connection pool: one connection per dramatiq thread (at least two)."""
+    return db.open_pool(database_url, name="worker", max_size=max(2, threads), timeout=POOL_TIMEOUT_S)
 
 
-@dramatiq.actor(
-    actor_name=ACTOR_NAME,
-    queue_name=app_settings().queue_name,
-    throws=(PermanentError,),
-    on_retry_exhausted=DEAD_ACTOR_NAME,
-    time_limit=TIME_LIMIT_MS,
-)
-def process_notify(inbox_id: int) -> None:
-    """Post one inbox row to the ledger and mark it with its outcome."""
+def process_notify(pool: psycopg_pool.ConnectionPool, inbox_id: int, settings: Settings) -> None:
+    """Post one inbox row to the ledger and mark it with its outcome (the actor's body).
+
+    Raises PermanentError (not retried; the row is marked failed) and RetryableError (PostgreSQL
+    unavailable, a pool timeout included; retried with backoff).
+    """
     try:
-        with pool().connection() as conn:
-            handled = process.handle(conn, inbox_id, app_settings())
-    except psycopg_pool.PoolTimeout as exc:
-        log.warning("notify retry", inbox_id=inbox_id, error="PostgreSQL unavailable")
-        raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
+        with db.translated(), pool.connection() as conn:
+            handled = process.handle(conn, inbox_id, settings)
     except PermanentError as exc:
         log.warning("notify failed", inbox_id=inbox_id, reason=str(exc))
         raise
@@ -75,8 +59,7 @@ def process_notify(inbox_id: int) -> None:
              reason=handled.reason, skipped=handled.skipped)
 
 
-@dramatiq.actor(actor_name=DEAD_ACTOR_NAME, queue_name=app_settings().queue_name, time_limit=TIME_LIMIT_MS)
-def record_dead_notify(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
+def record_dead_notify(pool: psycopg_pool.ConnectionPool, message: dict[str, Any], retry_info: dict[str, Any]) -> None:
     """Record in PostgreSQL that a message ran out of retries (not only in Redis's dead letters)."""
     args = message.get("args") or []
     if not args or not isinstance(args[0], int):
@@ -85,6 +68,23 @@ def record_dead_notify(message: dict[str, Any], retry_info: dict[str, Any]) -> N
     inbox_id = args[0]
     last = (message.get("options", {}).get("traceback") or "").strip().splitlines()
     reason = f"retries exhausted after {retry_info.get('retries', '?')} attempts: {last[-1] if last else 'unknown error'}"
-    with pool().connection() as conn:
+    with pool.connection() as conn:
         inbox.mark_dead(conn, inbox_id, reason[:2000])
     log.error("notify dead", inbox_id=inbox_id, reason=reason)
+
+
+def declare(broker: dramatiq.Broker, settings: Settings, pool: Pool) -> dramatiq.Actor:
+    """Declare `process_notify` and `record_dead_notify` (its on_retry_exhausted target) on broker,
+    on settings.queue_name; `pool()` gives the process's pool (opened on first use, after the
+    fork). Returns the `process_notify` actor."""
+
+    def process_notify_message(inbox_id: int) -> None:
+        process_notify(pool(), inbox_id, settings)
+
+    def record_dead_notify_message(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
+        record_dead_notify(pool(), message, retry_info)
+
+    dramatiq.actor(record_dead_notify_message, broker=broker, actor_name=DEAD_ACTOR_NAME,
+                   queue_name=settings.queue_name, time_limit=TIME_LIMIT_MS)
+    return dramatiq.actor(process_notify_message, broker=broker, actor_name=ACTOR_NAME, queue_name=settings.queue_name,
+                          throws=(PermanentError,), on_retry_exhausted=DEAD_ACTOR_NAME, time_limit=TIME_LIMIT_MS)

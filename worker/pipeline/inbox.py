@@ -3,7 +3,7 @@
 States (sql/002_inbox.sql): queued (or received) -> done | failed | dead. The same body again
 (same sha256) is recognised and not stored twice. Every function here is its own
 transaction (most are one statement, run without BEGIN/COMMIT round trips) and leaves the
-connection idle; psycopg's connection errors come out as RetryableError.
+connection idle; psycopg's connection errors come out as RetryableError (worker.db.translated).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from worker import db
 from worker.errors import RetryableError
 from worker.pipeline.screening import Screened
 from worker.sqlfiles import q
@@ -56,15 +57,6 @@ class Stored:
     state: str
 
 
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Turn psycopg's 'database unavailable' errors into RetryableError."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
-        raise RetryableError(f"PostgreSQL unavailable: {exc}".strip()) from exc
-
-
 def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | None, remote_addr: str | None,
           now: datetime) -> Stored:
     """Insert a screened body once, committed when this returns (one statement: on an autocommit
@@ -82,7 +74,7 @@ def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | N
         "received_at": now,
         "verified_at": now,
     }
-    with translated():
+    with db.translated():
         row = conn.execute(q("inbox_store"), params).fetchone()
         if row is None:  # the same body, committed by a concurrent request after our snapshot
             found = conn.execute(q("inbox_by_hash"), params).fetchone()
@@ -96,7 +88,7 @@ def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | N
 
 def mark_queued(conn: psycopg.Connection, inbox_id: int) -> None:
     """Record that a row left 'received' was handed to the queue after all."""
-    with translated():
+    with db.translated():
         conn.execute(q("inbox_mark_queued"), {"id": inbox_id})
         if not conn.autocommit:
             conn.commit()
@@ -104,7 +96,7 @@ def mark_queued(conn: psycopg.Connection, inbox_id: int) -> None:
 
 def mark_not_queued(conn: psycopg.Connection, inbox_id: int) -> None:
     """Record that handing the row to the queue failed (it stays for redrive)."""
-    with translated():
+    with db.translated():
         conn.execute(q("inbox_mark_not_queued"), {"id": inbox_id})
         if not conn.autocommit:
             conn.commit()
@@ -130,7 +122,7 @@ def _one_statement(conn: psycopg.Connection) -> Iterator[None]:
 
 def load(conn: psycopg.Connection, inbox_id: int) -> InboxRow | None:
     """The row, or None when there is no such id. Raises RetryableError when PostgreSQL is down."""
-    with translated(), _one_statement(conn), conn.cursor(row_factory=dict_row) as cur:
+    with db.translated(), _one_statement(conn), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(q("inbox_load"), {"id": inbox_id}).fetchone()
     return InboxRow(**row) if row else None
 
@@ -142,7 +134,7 @@ def _storable(reason: str | None) -> str | None:
 
 def mark_done(conn: psycopg.Connection, inbox_id: int, outcome: str, reason: str | None) -> str:
     """Mark the row done with its ledger outcome; the first outcome stands. Returns the stored outcome."""
-    with translated(), _one_statement(conn):
+    with db.translated(), _one_statement(conn):
         row = conn.execute(q("inbox_mark_done"), {"id": inbox_id, "outcome": outcome,
                                                   "reason": _storable(reason)}).fetchone()
     return row[0] if row else outcome
@@ -150,35 +142,35 @@ def mark_done(conn: psycopg.Connection, inbox_id: int, outcome: str, reason: str
 
 def mark_failed(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
     """Record a permanent error (not retried) with its reason."""
-    with translated(), _one_statement(conn):
+    with db.translated(), _one_statement(conn):
         conn.execute(q("inbox_mark_failed"), {"id": inbox_id, "reason": _storable(reason)})
 
 
 def mark_dead(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
     """Record that retries ran out, with the last error."""
-    with translated(), _one_statement(conn):
+    with db.translated(), _one_statement(conn):
         conn.execute(q("inbox_mark_dead"), {"id": inbox_id, "reason": _storable(reason)})
 
 
 def list_rows(conn: psycopg.Connection, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Rows (without bodies) in id order, optionally of one state."""
-    with translated(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    with db.translated(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(q("inbox_list"), {"state": state, "limit": limit}).fetchall()
 
 
 def ids_in_state(conn: psycopg.Connection, state: str) -> list[int]:
     """Every id in a state, in order."""
-    with translated(), conn.transaction():
+    with db.translated(), conn.transaction():
         return [r[0] for r in conn.execute(q("inbox_ids_in_state"), {"state": state})]
 
 
 def backlog(conn: psycopg.Connection) -> dict[str, tuple[int, float]]:
     """{state: (rows, age in seconds of the oldest)} for the states that are not done."""
-    with translated(), conn.transaction():
+    with db.translated(), conn.transaction():
         return {state: (int(n), float(age or 0.0)) for state, n, age in conn.execute(q("inbox_backlog"))}
 
 
 def ping(conn: psycopg.Connection) -> None:
     """A round trip to the database. Raises RetryableError when it is unavailable."""
-    with translated(), conn.transaction():
+    with db.translated(), conn.transaction():
         conn.execute(q("inbox_ping")).fetchone()

@@ -26,9 +26,10 @@ import psycopg
 import psycopg_pool
 import structlog
 
+from worker import db
 from worker.config import Settings
 from worker.errors import RetryableError
-from worker.pipeline import inbox, metrics, queue
+from worker.pipeline import inbox, messages, metrics
 from worker.pipeline.inbox import Stored
 from worker.pipeline.limiter import RefusalLimiter
 from worker.pipeline.screening import Refusal, Screened, screen
@@ -70,7 +71,7 @@ def _reply(start_response: StartResponse, status: int, body: bytes, content_type
 
 
 class Ingress:
-    """The WSGI application. Build it with `create_app()` (gunicorn) or directly in tests."""
+    """The WSGI application. Built by `worker.runtime.ingress_app()` (gunicorn) or directly in tests."""
 
     def __init__(self, settings: Settings, pool: psycopg_pool.ConnectionPool, broker: dramatiq.Broker, *,
                  limiter: RefusalLimiter | None = None, clock: Callable[[], datetime] | None = None) -> None:
@@ -176,8 +177,8 @@ class Ingress:
             try:
                 with self.pool.connection(timeout=POOL_WAIT_S) as conn:
                     return inbox.store(conn, screened, content_type=content_type, remote_addr=address, now=self.clock())
-            except psycopg_pool.PoolTimeout as exc:
-                raise RetryableError(f"PostgreSQL unavailable: {exc}") from exc
+            except psycopg_pool.PoolTimeout as exc:  # no connection in time: answer 503 now, no second wait
+                raise db.unavailable(exc) from exc
             except RetryableError:
                 if attempt == 2:
                     raise
@@ -188,7 +189,7 @@ class Ingress:
     def _enqueue(self, stored: Stored) -> None:
         """Hand the inbox id to the workers; on failure mark the row 'received': redrive will queue it."""
         try:
-            queue.send(self.broker, self.settings.queue_name, stored.id)
+            messages.send(self.broker, self.settings.queue_name, stored.id)
             mark = inbox.mark_queued if stored.state == "received" else None  # a new row is stored 'queued'
         except RetryableError as exc:
             metrics.ENQUEUE_FAILED.inc()
@@ -199,7 +200,7 @@ class Ingress:
         try:
             with self.pool.connection(timeout=POOL_WAIT_S) as conn:
                 mark(conn, stored.id)
-        except (RetryableError, psycopg_pool.PoolTimeout, psycopg.Error):
+        except (RetryableError, psycopg.Error):  # psycopg_pool.PoolTimeout is a psycopg.Error
             pass  # the row is in the inbox either way; redrive looks at its age, not this mark
 
     # ------------------------------------------------------------------ health
@@ -225,20 +226,7 @@ class Ingress:
         return _reply(start_response, 200, b"ready")
 
 
-def make_pool(database_url: str, max_size: int) -> psycopg_pool.ConnectionPool:
+def make_pool(database_url: str, max_size: int = POOL_SIZE) -> psycopg_pool.ConnectionPool:
     """A connection pool that opens in the background, so the app starts with PostgreSQL down."""
     # autocommit: storing a notify is one statement, so one round trip (its own durable commit)
-    pool = psycopg_pool.ConnectionPool(database_url, min_size=1, max_size=max_size, open=False, name="ingress",
-                                       reconnect_timeout=0, kwargs={"autocommit": True})
-    pool.open(wait=False)
-    return pool
-
-
-def create_app() -> Ingress:
-    """The app from the environment (gunicorn's entry point: `worker.pipeline.ingress:create_app()`)."""
-    from worker.broker import setup_broker
-    from worker.cli.context import app_endpoints, app_settings
-
-    settings = app_settings()
-    endpoints = app_endpoints()
-    return Ingress(settings, make_pool(endpoints.database_url, max_size=POOL_SIZE), setup_broker(endpoints.redis_url))
+    return db.open_pool(database_url, name="ingress", max_size=max_size, autocommit=True, reconnect_timeout=0)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import psycopg
 import structlog
 
+from worker import db
 from worker.config import Settings
-from worker.errors import PermanentError, RetryableError, SignatureError, ValidationError
+from worker.errors import PermanentError, SignatureError, ValidationError
 from worker.iotpay.notify import decode_body, parse_params
 from worker.ledger import intake, posting
 from worker.ledger.outcome import PostResult
@@ -89,14 +90,13 @@ def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force
         if row.state == "done" and not force:
             return Handled(inbox_id, row.pay_order_id, row.outcome, row.reason, skipped=True)
         try:
-            result = post_row(conn, row, settings)
+            with db.translated():
+                result = post_row(conn, row, settings)
         except PermanentError as exc:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 conn.rollback()  # whatever the failed post left open holds nothing to keep
             inbox.mark_failed(conn, inbox_id, str(exc))
             raise
-        except psycopg.OperationalError as exc:
-            raise RetryableError(f"PostgreSQL unavailable: {exc}".strip()) from exc
         outcome = inbox.mark_done(conn, inbox_id, result.outcome.value, result.reason)
         if outcome != result.outcome.value:
             log.info("inbox row was already done", first_outcome=outcome, this_outcome=result.outcome.value)

@@ -16,9 +16,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import structlog
 
+from worker import db
 from worker.broker import sender_broker
 from worker.config import Settings
-from worker.pipeline import inbox, queue
+from worker.pipeline import messages
 from worker.sqlfiles import q
 
 BATCH = 500
@@ -38,16 +39,16 @@ def redrive_once(database_url: str, redis_url: str, settings: Settings, now: dat
     now = now or datetime.now(timezone.utc)
     cutoff = now - timedelta(seconds=settings.redrive_after_seconds)
     broker = sender_broker(redis_url)
-    waiting_since = queue.oldest_waiting(broker, settings.queue_name)
+    waiting_since = messages.oldest_waiting(broker, settings.queue_name)
     if waiting_since is not None:
         cutoff = min(cutoff, waiting_since - CLOCK_MARGIN)
     total = 0
-    with inbox.translated(), psycopg.connect(database_url) as conn:
+    with db.translated(), psycopg.connect(database_url) as conn:
         while True:
             with conn.transaction():
                 ids = [r[0] for r in conn.execute(q("inbox_due_for_redrive"), {"cutoff": cutoff, "limit": BATCH})]
                 for inbox_id in ids:
-                    queue.send(broker, settings.queue_name, inbox_id)
+                    messages.send(broker, settings.queue_name, inbox_id)
                 if ids:
                     conn.execute(q("inbox_mark_redriven"), {"ids": ids, "now": now})
             total += len(ids)

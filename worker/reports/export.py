@@ -46,8 +46,8 @@ import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
-from worker import logs
-from worker.errors import IotLedgerError, RetryableError
+from worker import db, logs
+from worker.errors import IotLedgerError
 from worker.reports.businessday import BusinessDay, business_day
 from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
 from worker.reports.workbook import SettlementWorkbook
@@ -409,8 +409,8 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     closed = now >= bd.end
     files: list[_AtomicFile] = []
     try:
-        with conn.transaction() as txn, conn.cursor() as cur:
-            cur.execute(q("export_lock"))
+        with db.translated(f"while exporting {day}"), conn.transaction() as txn, conn.cursor() as cur:
+            cur.execute(q("export_lock"), {"key": db.EXPORT_LOCK_KEY})
             cur.execute(q("export_record"), {"day": day})
             record = cur.fetchone()
             window = {"day": day, "tz": bd.tz_name, "start": bd.start, "end": bd.end}
@@ -458,11 +458,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                         "manifest_sha256": files[-1].sha.hexdigest(), "manifest": Jsonb(manifest)})
                 else:
                     raise psycopg.Rollback(txn)  # provisional: files written, nothing recorded
-    except psycopg.OperationalError as exc:
-        for f in files:
-            f.discard()
-        raise RetryableError(f"PostgreSQL unavailable while exporting {day}: {exc}") from exc
-    except BaseException:
+    except BaseException:  # PostgreSQL unavailable (a RetryableError) included: no file is left behind
         for f in files:
             f.discard()
         raise

@@ -17,8 +17,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
-from worker import money
-from worker.errors import RetryableError
+from worker import db, money
 from worker.reports.alerts import AlertSink, raise_rows
 from worker.reports.businessday import BusinessDay, business_day
 from worker.sqlfiles import q
@@ -94,7 +93,7 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
     window = {"day": bd.day, "tz": bd.tz_name, "start": bd.start, "end": bd.end}
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        with db.translated(f"while reconciling {day}"), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(q("reconcile_start_run"), window)
             run_id = cur.fetchone()["id"]
             params = {**window, "run_id": run_id}
@@ -107,8 +106,6 @@ def reconcile(conn: psycopg.Connection, day: date, tz: ZoneInfo, sink: AlertSink
             skipped = tuple(dict(r) for r in cur.execute(q("reconcile_skipped"), window).fetchall())
             facts = cur.execute(q("reconcile_day_facts"), window).fetchone()
             new_alerts = raise_rows(cur, sink, "alerts_from_run", {"run_id": run_id, "per_class": sink.per_class})
-    except psycopg.OperationalError as exc:
-        raise RetryableError(f"PostgreSQL unavailable while reconciling {day}: {exc}") from exc
     finally:
         conn.isolation_level = None
     mismatches = tuple(
