@@ -16,7 +16,8 @@ from worker import logs
 from worker.cli import argtypes
 from worker.cli.context import allow_new_services, app_endpoints, app_settings, connect
 from worker.errors import PermanentError
-from worker.reports.alerts import AlertSink, money
+from worker.money import decimal as money
+from worker.reports.alerts import AlertSink
 from worker.reports.businessday import last_closed_day, parse_date
 
 log = logs.get("worker.cli.reports")
@@ -134,7 +135,7 @@ def cmd_files_verify(args: argparse.Namespace) -> int:
 
 def cmd_clock(args: argparse.Namespace) -> int:
     from worker.migrations import migrate
-    from worker.reports.clock import run_clock
+    from worker.clock import run_clock
 
     s = app_settings()
     allow_new_services()
