@@ -19,12 +19,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests.cli import run as run_cli
 from tests.factories import KEY, KEY2, MCH, MCH2, MERCHANTS_JSON, v3_pay
-from tests.pipeline_procs import TcpProxy, encode, service_env, start_worker, stop, wait_until
+from tests.pipeline_procs import TcpProxy, encode
 from worker.broker import sender_broker
 from worker.iotpay.signature import signed
 from worker.merchants import Merchant, Merchants
 from worker.pipeline import inbox, queue
 from worker.pipeline.screening import screen
+from worker.processes import service_env, start_worker, stop, wait_until
 
 ONLY_MCH = json.dumps({MCH: {"keys": [KEY]}})
 

@@ -145,7 +145,7 @@ def cmd_clock(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.reports.demo import MIN_ORDERS, DemoError, run_demo, summary
+    from worker.demo import MIN_ORDERS, DemoError, run_demo, summary
 
     if args.orders < MIN_ORDERS:
         print(f"iotledger demo: --orders: at least {MIN_ORDERS}, got {args.orders}", file=sys.stderr)
