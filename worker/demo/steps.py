@@ -40,7 +40,9 @@ WECHAT = "WX_APP"  # WeChat in an app, v1 API
 def family_of(channel: str) -> str:
     """The API family (v3 or v1) of the channels the demo plays."""
     return "v3" if channel == CARD else "v1"
-# ---- end of channel and family facts ----
+
+
+# ---- the steps, in the order of STEPS below ----
 
 
 def create_database(stage: Stage) -> None:
