@@ -86,10 +86,9 @@ def worker_command(processes: int, threads: int) -> list[str]:
     return [str(BIN), "worker", "--processes", str(processes), "--threads", str(threads)]
 
 
-def simulator_command(port: int, seed: int, *, threads: int = 8, retry_delays: str = "1,2,4") -> list[str]:
-    """`iotledger simulate` on 127.0.0.1:port."""
-    return [str(BIN), "simulate", "--host", "127.0.0.1", "--port", str(port), "--seed", str(seed),
-            "--threads", str(threads), "--retry-delays", retry_delays]
+def simulator_command(port: int, *options: str) -> list[str]:
+    """`iotledger simulate` on 127.0.0.1:port, with more of its options (--seed, --threads ...)."""
+    return [str(BIN), "simulate", "--host", "127.0.0.1", "--port", str(port), *options]
 
 
 def spawn(name: str, command: Sequence[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen:
@@ -113,15 +112,30 @@ def start_web(env: dict[str, str], *, workers: int = 2, port: int | None = None,
     Raises ProcessError when it exits or does not answer in time.
     """
     port = port or free_port()
+    return _serve("web", web_command(port, workers, app), env, port, timeout)
+
+
+def start_simulator(env: dict[str, str], *options: str, port: int | None = None,
+                    timeout: float = 30) -> tuple[subprocess.Popen, str]:
+    """Start `iotledger simulate` on a free port; return the process and its base URL once /healthz answers.
+
+    Raises ProcessError when it exits or does not answer in time.
+    """
+    port = port or free_port()
+    return _serve("simulator", simulator_command(port, *options), env, port, timeout)
+
+
+def _serve(name: str, command: list[str], env: dict[str, str], port: int,
+           timeout: float) -> tuple[subprocess.Popen, str]:
     data_dir = Path(env["IOTLEDGER_DATA_DIR"])
-    proc = spawn("web", web_command(port, workers, app), env, data_dir)
+    proc = spawn(name, command, env, data_dir)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
-        ensure_running(proc, "web", data_dir)
+        ensure_running(proc, name, data_dir)
         return answers(url + "/healthz")
 
-    wait_until(up, timeout, "the web to answer /healthz")
+    wait_until(up, timeout, f"the {name} to answer /healthz")
     return proc, url
 
 

@@ -59,8 +59,9 @@ def start_simulator(stage: Stage) -> None:
         stage.db, stage.redis_url, f"demo{secrets.token_hex(4)}", {MCH_ID: {"keys": [stage.key], "loginName": LOGIN}},
         stage.procs.log_dir, IOTPAY_V3_BASE_URL=f"{stage.sim_url}/v3", IOTPAY_V1_BASE_URL=f"{stage.sim_url}/v1",
         IOTLEDGER_SETTLEMENT_TZ=s.settlement_tz.key, IOTPAY_GATEWAY_TZ=s.gateway_tz.key)
-    stage.procs.start("simulator", simulator_command(stage.sim_port, stage.seed, threads=8, retry_delays="1,2,4"), stage.env)
-    stage.procs.wait_for(stage.sim_url + "/_sim/stats", 30, "the simulator")
+    stage.procs.start("simulator", simulator_command(stage.sim_port, "--seed", str(stage.seed), "--threads", "8",
+                                                     "--retry-delays", "1,2,4"), stage.env)
+    stage.procs.wait_for(stage.sim_url + "/healthz", 30, "the simulator")
 
 
 def start_ingress_and_workers(stage: Stage) -> None:
