@@ -11,7 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.test_reconcile_seed import TORONTO, at, expect, post
-from worker.reports.alerts import AlertSink, alert_give_ups, daily_summary, money, raise_alert
+from worker.money import decimal as money
+from worker.reports.alerts import AlertSink, alert_give_ups, daily_summary, raise_alert
 from worker.reports.export import export_day, summary_rows
 from worker.reports.businessday import business_day
 from worker.reports.reconcile import reconcile

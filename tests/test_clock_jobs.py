@@ -16,7 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from tests.test_reconcile_seed import TORONTO, at, expect, post
 from worker.config import Settings
-from worker.reports.clock import Clock
+from worker.clock import Clock
 
 UTC = timezone.utc
 

@@ -16,7 +16,9 @@ import pytest
 
 from tests.test_reconcile_seed import TORONTO, at, post
 from worker.ledger.outcome import Outcome
-from worker.reports.export import NUMBER_COLUMNS, ExportError, export_day, read_rows
+from worker.reports.csv_cells import NUMBER_COLUMNS
+from worker.reports.export import ExportError, export_day
+from worker.reports.files import read_rows
 from worker.sqlfiles import q
 
 UTC = timezone.utc

@@ -13,7 +13,9 @@ import pytest
 
 from tests.test_export_files import AFTER, export, p
 from tests.test_reconcile_seed import at
-from worker.reports.export import defuse, money_strings, read_rows
+from worker.money import decimal_series
+from worker.reports.csv_cells import defuse
+from worker.reports.files import read_rows
 
 DAY = date(2026, 11, 20)
 
@@ -27,7 +29,7 @@ def test_defuse_prefixes_every_formula_start_and_nothing_else():
 
 
 def test_money_strings_are_exact_cents():
-    assert money_strings(pd.Series([0, 1, 10, 99, 100, 1999, 123456789])).tolist() == [
+    assert decimal_series(pd.Series([0, 1, 10, 99, 100, 1999, 123456789])).tolist() == [
         "0.00", "0.01", "0.10", "0.99", "1.00", "19.99", "1234567.89"]
 
 

@@ -1,6 +1,7 @@
-"""export.py's pure helpers, without a database: money as strings, formula defusing, the CSV frame
-and the workbook's raw rows, file names of every version, a folder checked against its manifest,
-and the changes a restatement lists. Quick, so that they run first for each mutant of export.py."""
+"""The export's pure helpers, without a database: money as strings (money.py), formula defusing, the
+CSV frame and the workbook's raw rows (csv_cells.py), file names of every version, a folder checked
+against its manifest (files.py), and the changes a restatement lists (export.py). Quick, so that
+they run first for each mutant of those modules."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from worker.reports.export import COLUMNS, _changes, _frame, _raw, defuse, file_names, manifest_bytes, manifest_name, \
-    matches, money_strings
+from worker.money import decimal_series
+from worker.reports.csv_cells import COLUMNS, defuse, settlement_frame, workbook_rows
+from worker.reports.export import _changes
+from worker.reports.files import file_names, manifest_bytes, manifest_name, matches
 
 
 # ---------------------------------------------------------------------------------------------- money
@@ -21,11 +24,11 @@ from worker.reports.export import COLUMNS, _changes, _frame, _raw, defuse, file_
     (99, "0.99"), (-1, "-0.01"), (1_000_000_000, "10000000.00"), (-9_223_372_036_854_775_807, "-92233720368547758.07"),
 ])
 def test_money_strings_are_exact_decimal_text(cents, text):
-    assert money_strings(pd.Series([cents])).tolist() == [text]
+    assert decimal_series(pd.Series([cents])).tolist() == [text]
 
 
 def test_money_strings_take_text_cents_and_keep_the_index():
-    got = money_strings(pd.Series(["7", "-250"], index=[3, 9]))
+    got = decimal_series(pd.Series(["7", "-250"], index=[3, 9]))
     assert got.tolist() == ["0.07", "-2.50"] and got.index.tolist() == [3, 9]
 
 
@@ -59,7 +62,7 @@ def _row(**over) -> tuple:
 
 
 def test_the_frame_has_the_columns_in_order_money_as_text_and_text_defused():
-    df = _frame([_row(), _row(amount_cents="250", signed_amount_cents="250", entry_id="42", card_num=None)], NAMES)
+    df = settlement_frame([_row(), _row(amount_cents="250", signed_amount_cents="250", entry_id="42", card_num=None)], NAMES)
     assert list(df.columns) == COLUMNS
     assert df["amount"].tolist() == ["19.99", "2.50"] and df["signed_amount"].tolist() == ["-19.99", "2.50"]
     assert df["amount_cents"].tolist() == [1999, 250] and df["signed_amount_cents"].tolist() == [-1999, 250]
@@ -72,7 +75,7 @@ def test_the_frame_has_the_columns_in_order_money_as_text_and_text_defused():
 
 
 def test_the_raw_rows_are_in_column_order_with_money_in_cents():
-    rows = list(_raw([_row(), _row(entry_id=7)], NAMES))
+    rows = list(workbook_rows([_row(), _row(entry_id=7)], NAMES))
     expected = [{"amount": 1999, "signed_amount": -1999, "amount_cents": 1999, "signed_amount_cents": -1999,
                  "entry_id": 41, "mch_order_no": "=HYPERLINK(1)", "card_num": "-12"}.get(c, f"v-{c}") for c in COLUMNS]
     assert rows[0] == expected

@@ -23,8 +23,9 @@ from worker.gateway.expected_refunds import ExpectedRefund, record_refund
 from worker.ledger.outcome import Outcome
 from worker.reports.alerts import AlertSink
 from worker.reports.businessday import business_day, last_closed_day
-from worker.reports.clock import Clock
-from worker.reports.export import export_day, read_rows
+from worker.clock import Clock
+from worker.reports.export import export_day
+from worker.reports.files import read_rows
 from worker.reports.reconcile import reconcile
 from worker.reports.verify import verify_files
 

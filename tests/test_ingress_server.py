@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.factories import MERCHANTS_JSON, v3_pay
-from tests.pipeline_procs import service_env, start_web, stop, wait_until
+from worker.processes import service_env, start_web, stop, wait_until
 
 NOTIFY_HEAD = ("POST /iotpay/notify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                "Content-Length: {length}\r\n\r\n")

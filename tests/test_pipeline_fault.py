@@ -24,9 +24,10 @@ import redis
 
 from tests.cli import run as run_cli
 from tests.factories import MERCHANTS_JSON, v1_pay, v3_pay, v3_refund
-from tests.pipeline_procs import children, encode, service_env, start_web, start_worker, stop, wait_until
+from tests.pipeline_procs import encode
 from worker.config import Settings
 from worker.pipeline.redrive import redrive_once
+from worker.processes import children, service_env, start_web, start_worker, stop, wait_until
 
 FAULT_DB = 13
 PAYS = 1800

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from tests.factories import vector_merchants, vectors
-from tests.pipeline_procs import encode, running, service_env, start_web, start_worker, wait_until
+from tests.pipeline_procs import encode
+from worker.processes import running, service_env, start_web, start_worker, wait_until
 
 NOTIFY_KINDS = ("v3pay", "v3refund", "v3void", "v1notify")
 

@@ -19,11 +19,12 @@ import redis
 from tests.cli import run as run_cli
 from tests.factories import KEY, KEY2, MCH, MCH2, MERCHANTS, MERCHANTS_JSON, v3_pay
 from tests.ledger_helpers import entries
-from tests.pipeline_procs import encode, service_env, start_worker, stop, wait_until
+from tests.pipeline_procs import encode
 from worker.broker import sender_broker
 from worker.iotpay.signature import signed
 from worker.pipeline import inbox, messages
 from worker.pipeline.screening import screen
+from worker.processes import service_env, start_worker, stop, wait_until
 
 ONLY_MCH = json.dumps({MCH: {"keys": [KEY]}})
 

@@ -10,7 +10,9 @@ import openpyxl
 
 from tests.test_reconcile_seed import at, post
 from tests.test_reconcile_seed import TORONTO
-from worker.reports.export import COLUMNS, SUMMARY_COLUMNS, export_day, read_rows
+from worker.reports.csv_cells import COLUMNS, SUMMARY_COLUMNS
+from worker.reports.export import export_day
+from worker.reports.files import read_rows
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 KIND = {

@@ -4,11 +4,7 @@ duplicated or delayed reproducibly by seed. Plus `iotledger simulate` as a real 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 
 import httpx
@@ -18,6 +14,7 @@ from tests.factories import KEY, MCH, MERCHANTS, MERCHANTS_JSON
 from worker.gateway.client import GatewayClient
 from worker.iotpay import signature
 from worker.iotpay.notify import decode_body
+from worker.processes import start_simulator, stop
 from worker.simulator import NotifyPolicy, Simulator
 from worker.simulator.notifier import plan
 from worker.simulator.threaded import ThreadedServer
@@ -120,31 +117,12 @@ def test_random_delays_reorder_notifies():
                 assert position[a] < position[b], (a, b)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_iotledger_simulate_serves_under_gunicorn_with_keep_alive(tmp_path):
-    port = _free_port()
     env = dict(os.environ, IOTPAY_MERCHANTS=MERCHANTS_JSON,
                IOTLEDGER_DATA_DIR=str(tmp_path))
-    log = open(tmp_path / "simulate.log", "w+b")
-    iotledger = os.path.join(os.path.dirname(sys.executable), "iotledger")
-    proc = subprocess.Popen([iotledger, "simulate", "--port", str(port), "--seed", "9", "--merchant", "M2:second-key"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_simulator(env, "--seed", "9", "--merchant", "M2:second-key")
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail((tmp_path / "simulate.log").read_text())
         c = httpx.Client(base_url=base)
         order = c.post("/_sim/orders", json={"mchId": MCH, "mchOrderNo": "G1", "amount": 77, "status": 2}).json()
         assert c.post("/_sim/merchants", json={"mchId": "M3", "key": "k3"}).status_code == 200
@@ -155,5 +133,4 @@ def test_iotledger_simulate_serves_under_gunicorn_with_keep_alive(tmp_path):
             assert len(pool.connections) == 1  # five queries, one kept-alive connection
         assert c.get("/_sim/stats").json()["requests"]["cc_query"] == 5
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc, timeout=10)

@@ -27,10 +27,10 @@ import redis
 from tests.factories import MERCHANTS_JSON, v3_pay, v3_refund
 from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from tests.fix_redis import DEFAULT_TEST_REDIS_URL
-from tests.pipeline_procs import service_env, start_worker, stop
 from worker.broker import sender_broker
 from worker.migrations import migrate
 from worker.pipeline import messages
+from worker.processes import service_env, start_worker, stop
 
 
 def bodies(n: int):

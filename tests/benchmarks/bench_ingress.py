@@ -31,8 +31,9 @@ import redis
 from tests.factories import MERCHANTS_JSON, v3_pay
 from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from tests.fix_redis import DEFAULT_TEST_REDIS_URL
-from tests.pipeline_procs import encode, service_env, start_web, stop
+from tests.pipeline_procs import encode
 from worker.migrations import migrate
+from worker.processes import service_env, start_web, stop
 
 
 def bare_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:

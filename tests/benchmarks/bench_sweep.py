@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from tests.factories import merchants_json
-from worker import logs
+from worker import logs, processes
 from worker.gateway.client import GatewayClient
 from worker.gateway.expected import ExpectedOrder, record
 from worker.gateway.sweep import open_pool, sweep_once
@@ -40,12 +38,6 @@ MERCHANT_COUNT = 10
 BENCH_MERCHANTS = Merchants({f"B{i}": Merchant(f"B{i}", (f"bench-key-{i:02d}-0123456789",), "bench") for i in range(MERCHANT_COUNT)})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _with_db(url: str, name: str) -> str:
     params = psycopg.conninfo.conninfo_to_dict(url)
     params["dbname"] = name
@@ -53,21 +45,9 @@ def _with_db(url: str, name: str) -> str:
 
 
 def start_simulator(threads: int) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
     env = dict(os.environ, IOTPAY_MERCHANTS=merchants_json(BENCH_MERCHANTS),
                IOTLEDGER_DATA_DIR=tempfile.mkdtemp(prefix="bench-sweep-"))
-    iotledger = os.path.join(os.path.dirname(sys.executable), "iotledger")
-    proc = subprocess.Popen([iotledger, "simulate", "--port", str(port), "--threads", str(threads)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the simulator did not start")
+    return processes.start_simulator(env, "--threads", str(threads))
 
 
 def seed_orders(base: str, db_url: str, tag: str, n: int, paid_share: float, now: datetime) -> list[tuple[str, str]]:
@@ -137,8 +117,7 @@ def main() -> None:
                   f"{qps:7.1f} queries/s (paid {report.paid}, pending {report.pending}, errors {report.errors}); "
                   f"ceiling, same queries without the database: {top:7.1f} queries/s")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        processes.stop(proc, timeout=10)
         with psycopg.connect(server, autocommit=True) as c:
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 

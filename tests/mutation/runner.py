@@ -46,6 +46,10 @@ LAST_WORD_LEDGER = [f"tests/test_gateway_last_word.py::{name}" for name in (
     "test_a_refund_failed_after_its_success_is_not_reposted_by_a_resent_success",
 )]
 
+# the export: its transaction, its CSV cells, its files and the money strings they hold
+EXPORT_TESTS = ["tests/test_export_units.py", "tests/test_export_files.py", "tests/test_export_survivors.py",
+                "tests/test_file_series.py", "tests/test_readme_files.py", "tests/test_export_cli.py"]
+
 # module -> the smallest set of test files that covers it, the quickest killers first
 TARGETS: dict[str, list[str]] = {
     "sql/001_ledger.sql": ["tests/test_ledger_schema_rules.py", "tests/test_ledger_db_rules.py",
@@ -55,8 +59,10 @@ TARGETS: dict[str, list[str]] = {
     "worker/ledger/posting.py": ["tests/test_posting_survivors.py", "tests/test_ledger_stored_fields.py",
                                  *LAST_WORD_LEDGER, "tests/test_ledger_rules.py", "tests/test_last_word_property.py",
                                  "tests/test_ledger_db_rules.py", "tests/test_ledger_concurrency.py"],
-    "worker/reports/export.py": ["tests/test_export_units.py", "tests/test_export_files.py", "tests/test_export_survivors.py",
-                                 "tests/test_file_series.py", "tests/test_readme_files.py", "tests/test_export_cli.py"],
+    "worker/reports/export.py": EXPORT_TESTS,
+    "worker/reports/csv_cells.py": EXPORT_TESTS,
+    "worker/reports/files.py": EXPORT_TESTS,
+    "worker/money.py": EXPORT_TESTS,
 }
 
 

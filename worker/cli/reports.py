@@ -15,7 +15,8 @@ from pathlib import Path
 from worker import logs
 from worker.cli import argtypes
 from worker.errors import PermanentError
-from worker.reports.alerts import AlertSink, money
+from worker.money import decimal as money
+from worker.reports.alerts import AlertSink
 from worker.reports.businessday import last_closed_day, parse_date
 from worker.runtime import allow_new_services, app_endpoints, app_settings, connect
 
@@ -134,7 +135,7 @@ def cmd_files_verify(args: argparse.Namespace) -> int:
 
 def cmd_clock(args: argparse.Namespace) -> int:
     from worker.migrations import migrate
-    from worker.reports.clock import run_clock
+    from worker.clock import run_clock
 
     s = app_settings()
     allow_new_services()
@@ -144,7 +145,7 @@ def cmd_clock(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from worker.reports.demo import MIN_ORDERS, DemoError, run_demo, summary
+    from worker.demo import MIN_ORDERS, DemoError, run_demo, summary
 
     if args.orders < MIN_ORDERS:
         print(f"iotledger demo: --orders: at least {MIN_ORDERS}, got {args.orders}", file=sys.stderr)

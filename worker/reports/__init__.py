@@ -1,1 +1,1 @@
-"""Reports: business days, nightly reconciliation, settlement CSVs, alerts, the clock and the demo."""
+"""Reports: business days, nightly reconciliation, the settlement files (export, verify), alerts."""

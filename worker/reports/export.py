@@ -1,4 +1,4 @@
-"""The daily settlement files: a CSV row per ledger entry, a workbook, a summary, a manifest.
+"""The export of one business day: the transaction that decides what goes into its files.
 
     <out>/<D>/settlement-<D>.csv    one row per journal entry (pay, refund, void, reversal)
     <out>/<D>/settlement-<D>.xlsx   the same rows as a workbook (identifiers as text), totals sheet
@@ -6,7 +6,9 @@
     <out>/<D>/manifest-<D>.json     rows, SHA-256 of every file, totals, the chain link; written last
 
 A restatement is version N beside the old files (`settlement-<D>.vN.csv`, ...); a day not over
-yet is exported as `settlement-<D>.provisional.csv`, ... and nothing is recorded.
+yet is exported as `settlement-<D>.provisional.csv`, ... and nothing is recorded. The files'
+names and their atomic writing are in `files.py`, the CSV's columns and cell rules in
+`csv_cells.py`, the workbook in `workbook.py`.
 
 Rules (why the code looks the way it does):
 - Same ledger, same bytes: rows come in a fixed order, nothing in any file depends on the time
@@ -20,22 +22,11 @@ Rules (why the code looks the way it does):
   and the entries added, removed and changed.
 - A closed day exported again gives back its latest files (regenerated and checked against the
   stored SHA-256 when they are missing), unless `restate` is asked for.
-- Files are written to a temporary name, fsynced and renamed: never half a file; no file a
-  version was handed out under is ever written again.
-- Spreadsheet safety in the CSV: every text cell is quoted (ids stay text) and a text cell that
-  would start with = + - @ (or tab, CR) is prefixed with an apostrophe. Numbers are numbers:
-  `signed_amount_cents`/`signed_amount` are negative for money out and never prefixed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import hashlib
-import io
-import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -49,24 +40,16 @@ from psycopg.types.json import Jsonb
 from worker import db, logs
 from worker.errors import IotLedgerError
 from worker.reports.businessday import BusinessDay, business_day
+from worker.reports.csv_cells import COLUMNS, csv_bytes, settlement_frame, summary_frame, workbook_rows
+from worker.reports.files import AtomicFile, commit_all, csv_rows_by_entry, file_names, manifest_bytes, manifest_name, \
+    matches, paths
 from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
 from worker.reports.workbook import SettlementWorkbook
 from worker.sqlfiles import q
 
 log = logs.get("worker.reports.export")
 
-COLUMNS = [
-    "settlement_date", "business_date", "record", "local_time", "utc_time", "pay_succ_time_raw", "mch_id", "channel",
-    "pay_type", "pay_order_id", "original_order_id", "mch_order_no", "currency", "direction", "amount_cents",
-    "amount", "signed_amount_cents", "signed_amount", "card_type", "card_num", "auth_num", "trans_num", "entry_id",
-]
-NUMBER_COLUMNS = ("amount_cents", "amount", "signed_amount_cents", "signed_amount", "entry_id")
-SUMMARY_COLUMNS = [
-    "settlement_date", "mch_id", "currency", "section", "count", "gross_cents", "refunds_cents", "net_cents", "gross",
-    "refunds", "net",
-]
 SECTIONS = ("business_day", "prior_day_adjustments", "total")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CHUNK_ROWS = 50_000
 NOTE = ("Rows with record=prior_day_adjustment are transactions of an earlier business day (business_date) "
         "that reached the ledger after that day's file was closed; they are settled in this file. "
@@ -98,111 +81,6 @@ class ExportResult:
         return self.manifest["totals"]
 
 
-def money_strings(cents: pd.Series) -> pd.Series:
-    """Integer cents -> '1234.56' / '-0.05' strings, vectorised, no float on the way."""
-    cents = cents.astype("int64")
-    magnitude = cents.abs()
-    text = (magnitude // 100).astype(str) + "." + (magnitude % 100).astype(str).str.zfill(2)
-    return text.where(cents >= 0, "-" + text)
-
-
-def defuse(column: pd.Series) -> pd.Series:
-    """Prefix text cells that a spreadsheet would run as a formula with an apostrophe."""
-    text = column.astype("object")
-    mask = text.str.startswith(FORMULA_STARTS).fillna(False).astype(bool)
-    if mask.any():
-        text = text.where(~mask, "'" + text.astype(str))
-    return text
-
-
-def _frame(rows: list[tuple], names: list[str]) -> pd.DataFrame:
-    """The CSV's frame of raw rows: money as strings beside the cents, text cells defused."""
-    df = pd.DataFrame.from_records(rows, columns=names)
-    for col in ("amount_cents", "signed_amount_cents", "entry_id"):
-        df[col] = df[col].astype("int64")
-    df["amount"] = money_strings(df["amount_cents"])
-    df["signed_amount"] = money_strings(df["signed_amount_cents"])
-    for col in COLUMNS:
-        if col not in NUMBER_COLUMNS:
-            df[col] = defuse(df[col])
-    return df[COLUMNS]
-
-
-def _raw(rows: list[tuple], names: list[str]) -> Any:
-    """The same rows for the workbook: raw values in COLUMNS order, money in cents."""
-    index = {n: i for i, n in enumerate(names)}
-    cents = {"amount": index["amount_cents"], "signed_amount": index["signed_amount_cents"]}
-    order = [cents.get(c, index.get(c)) for c in COLUMNS]
-    return ([row[i] for i in order] for row in rows)
-
-
-def _csv_bytes(df: pd.DataFrame, header: bool) -> bytes:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, header=header, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n", na_rep="")
-    return buf.getvalue().encode("utf-8")
-
-
-class _AtomicFile:
-    """A file written under a temporary name in the target folder, hashed as it goes."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-        self.tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        self.fh = open(self.tmp, "wb")
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.fh.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-
-    def close(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-
-    def hash_written(self) -> None:
-        """Fsync and hash a file another library wrote at the temporary name."""
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        data = self.tmp.read_bytes()
-        self.sha = hashlib.sha256(data)
-        self.size = len(data)
-
-    def rewrite(self, data: bytes) -> None:
-        """Replace the (closed) temporary file's content."""
-        with open(self.tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.sha = hashlib.sha256(data)
-        self.size = len(data)
-
-    def commit(self, *, restore: bool = False) -> None:
-        """Rename into place. A file handed out is never overwritten with other bytes, except when
-        `restore` puts back the bytes its manifest recorded."""
-        if not restore and self.target.exists() and ".provisional." not in self.target.name:
-            # a file handed out under this name is never overwritten: only identical bytes may stand
-            if hashlib.sha256(self.target.read_bytes()).hexdigest() != self.sha.hexdigest():
-                raise ExportError(f"{self.target} exists with other content; refusing to overwrite it")
-        os.replace(self.tmp, self.target)
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.fh.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def summary_rows(cur: psycopg.Cursor, day: date) -> list[dict[str, Any]]:
     """Per merchant, currency and section of one day's file: count and cents (Python integers),
     with a `total` section per merchant and currency. The one source of the summary CSV, the
@@ -221,23 +99,6 @@ def summary_rows(cur: psycopg.Cursor, day: date) -> list[dict[str, Any]]:
         out.append({"mch_id": mch_id, "currency": currency, "section": "total", "count": total[0],
                     "gross_cents": total[1], "refunds_cents": total[2], "net_cents": total[1] - total[2]})
     return out
-
-
-def _accounting(cents: int) -> str:
-    """Integer cents as an accounting amount: 1234 -> '12.34', -1234 -> '(12.34)'."""
-    whole, frac = divmod(abs(int(cents)), 100)
-    return f"({whole}.{frac:02d})" if cents < 0 else f"{whole}.{frac:02d}"
-
-
-def _summary_frame(rows: list[dict[str, Any]], day: date) -> pd.DataFrame:
-    # totals stay Python integers (object columns): a sum never wraps as an int64 would
-    df = pd.DataFrame([{"settlement_date": str(day), **r} for r in rows],
-                      columns=SUMMARY_COLUMNS[:8], dtype=object)
-    for name in ("gross", "refunds", "net"):
-        df[name] = df[f"{name}_cents"].map(_accounting)
-    for col in ("mch_id", "currency", "section"):
-        df[col] = defuse(df[col])
-    return df[SUMMARY_COLUMNS]
 
 
 def _accumulate(acc: dict[str, list[int]], df: pd.DataFrame) -> None:
@@ -260,20 +121,13 @@ def _by_currency(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return totals
 
 
-def file_names(day: date, version: int = 1, status: str = "final") -> dict[str, str]:
-    """The names of one version of a day's files: `.vN` from version 2, `.provisional` before the day ends."""
-    suffix = ".provisional" if status == "provisional" else (f".v{version}" if version > 1 else "")
-    return {"settlement": f"settlement-{day}{suffix}.csv", "workbook": f"settlement-{day}{suffix}.xlsx",
-            "summary": f"summary-{day}{suffix}.csv", "manifest": f"manifest-{day}{suffix}.json"}
-
-
 def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str, version: int,
-                 links: dict[str, Any]) -> tuple[dict[str, Any], list[_AtomicFile]]:
+                 links: dict[str, Any]) -> tuple[dict[str, Any], list[AtomicFile]]:
     """Stream the day's rows from exported_entries into temporary files; return the manifest and the files."""
     names = file_names(bd.day, version, status)
     folder.mkdir(parents=True, exist_ok=True)
     settle, workbook_file, summary, manifest_file = files = [
-        _AtomicFile(folder / names[k]) for k in ("settlement", "workbook", "summary", "manifest")]
+        AtomicFile(folder / names[k]) for k in ("settlement", "workbook", "summary", "manifest")]
     try:
         workbook_file.fh.close()  # XlsxWriter writes the file itself, at close
         book = SettlementWorkbook(workbook_file.tmp, COLUMNS, bd.day)
@@ -281,7 +135,7 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         rows_out = n_adj = 0
         adjustment_dates: set[str] = set()
         written: dict[str, list[int]] = {}
-        settle.write(_csv_bytes(pd.DataFrame(columns=COLUMNS), header=True))
+        settle.write(csv_bytes(pd.DataFrame(columns=COLUMNS), header=True))
         with cur.connection.cursor(name=f"export_{bd.day:%Y%m%d}") as rows_cur:
             rows_cur.itersize = CHUNK_ROWS
             rows_cur.execute(q("export_rows"), {"day": bd.day})
@@ -292,19 +146,19 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
                     names_sql = [d.name for d in rows_cur.description or ()]
                 if not chunk:
                     break
-                df = _frame(chunk, names_sql)
-                settle.write(_csv_bytes(df, header=False))
+                df = settlement_frame(chunk, names_sql)
+                settle.write(csv_bytes(df, header=False))
                 _accumulate(written, df)
                 if rows_out + len(chunk) <= MAX_WORKBOOK_ROWS:
-                    book.add(_raw(chunk, names_sql))
+                    book.add(workbook_rows(chunk, names_sql))
                 rows_out += len(df)
                 adj = df.loc[df["record"] == "prior_day_adjustment", "business_date"]
                 n_adj += len(adj)
                 adjustment_dates.update(adj.unique().tolist())
         settle.close()
         totals = summary_rows(cur, bd.day)
-        summary_df = _summary_frame(totals, bd.day)
-        summary.write(_csv_bytes(summary_df, header=True))
+        summary_df = summary_frame(totals, bd.day)
+        summary.write(csv_bytes(summary_df, header=True))
         summary.close()
         book.close(totals)
         workbook_file.hash_written()
@@ -342,46 +196,12 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         raise
 
 
-def manifest_bytes(manifest: dict[str, Any]) -> bytes:
-    """The manifest as written: sorted keys, two-space indent, final newline."""
-    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def manifest_name(manifest: dict[str, Any]) -> str:
-    """The file name a stored manifest was written under."""
-    return file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"], manifest["status"])["manifest"]
-
-
-def matches(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    """What on disk differs from a stored manifest (empty: the files prove themselves)."""
-    problems = []
-    name = manifest_name(manifest)
+def _commit(files: list[AtomicFile], folder: Path, *, restore: bool) -> None:
+    """Rename the written files into place. Raises ExportError when a file handed out would change."""
     try:
-        if (folder / name).read_bytes() != manifest_bytes(manifest):
-            problems.append(f"{name}: differs from the manifest recorded in the database")
-    except FileNotFoundError:
-        problems.append(f"{name}: missing")
-    for fname, meta in sorted(manifest["files"].items()):
-        try:
-            if hashlib.sha256((folder / fname).read_bytes()).hexdigest() != meta["sha256"]:
-                problems.append(f"{fname}: SHA-256 differs from its manifest")
-        except FileNotFoundError:
-            problems.append(f"{fname}: missing")
-    return problems
-
-
-def _commit_files(files: list[_AtomicFile], folder: Path, *, restore: bool = False) -> None:
-    for f in files:  # the manifest is last in the list: a reader that finds it finds whole files
-        f.commit(restore=restore)
-    _fsync_dir(folder)
-
-
-def csv_rows_by_entry(path: Path) -> dict[str, dict[str, str]] | None:
-    """A settlement CSV's rows keyed by entry_id (None when the file is missing)."""
-    try:
-        return {r["entry_id"]: r for r in read_rows(path)}
-    except FileNotFoundError:
-        return None
+        commit_all(files, folder, restore=restore)
+    except FileExistsError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _changes(old: dict[str, dict[str, str]] | None, new: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -407,7 +227,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     bd = business_day(day, tz)
     folder = Path(out_dir) / str(day)
     closed = now >= bd.end
-    files: list[_AtomicFile] = []
+    files: list[AtomicFile] = []
     try:
         with db.translated(f"while exporting {day}"), conn.transaction() as txn, conn.cursor() as cur:
             cur.execute(q("export_lock"), {"key": db.EXPORT_LOCK_KEY})
@@ -418,7 +238,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 stored = record[3]
                 problems = matches(folder, stored)
                 if not problems:
-                    return ExportResult(bd, folder, _paths(folder, stored), stored, "unchanged")
+                    return ExportResult(bd, folder, paths(folder, stored), stored, "unchanged")
                 links = {k: stored[k] for k in LINK_KEYS if k in stored}
                 manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links)
                 if manifest != stored:
@@ -465,11 +285,11 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     if restate and record is not None and files and not files[0].tmp.exists():
         stored = record[3]
         log.info("export.no_change", settlement_date=str(day), version=stored["version"])
-        return ExportResult(bd, folder, _paths(folder, stored), stored, "no_change")
-    _commit_files(files, folder, restore=status == "restored")
+        return ExportResult(bd, folder, paths(folder, stored), stored, "no_change")
+    _commit(files, folder, restore=status == "restored")
     log.info("export.written", settlement_date=str(day), status=status, folder=str(folder),
              rows=manifest["rows"], version=manifest["version"])
-    return ExportResult(bd, folder, _paths(folder, manifest), manifest, status)
+    return ExportResult(bd, folder, paths(folder, manifest), manifest, status)
 
 
 LINK_KEYS = ("previous_manifest", "supersedes")
@@ -496,16 +316,5 @@ def _check_adds_up(cur: psycopg.Cursor, day: date, manifest: dict[str, Any]) -> 
         raise ExportError(f"{day}: the files do not add up to the ledger (files {files}, ledger {ledger}); nothing written")
 
 
-def _paths(folder: Path, manifest: dict[str, Any]) -> dict[str, Path]:
-    names = file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"], manifest["status"])
-    return {k: folder / v for k, v in names.items()}
-
-
 def _shas(manifest: dict[str, Any]) -> str:
     return ", ".join(f"{n} {m['sha256'][:12]}" for n, m in sorted(manifest["files"].items()))
-
-
-def read_rows(path: Path) -> Iterator[dict[str, str]]:
-    """The rows of a settlement or summary CSV as text (what a careful reader does)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        yield from csv.DictReader(fh)

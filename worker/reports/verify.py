@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 
 from worker import money
 from worker.reports.businessday import business_day
-from worker.reports.export import csv_rows_by_entry, file_names, manifest_bytes
+from worker.reports.files import csv_rows_by_entry, file_names, manifest_bytes, sha256_of
 from worker.sqlfiles import q
 
 MAX_NAMED = 50  # entries named per finding; the count is always whole
@@ -110,7 +110,7 @@ def _check_files(cur: psycopg.Cursor, out: Path, versions: list[dict[str, Any]],
             report.files_checked += 1
             want = v["manifest_sha256"] if name == v["manifest_name"] else manifest["files"][name]["sha256"]
             try:
-                got = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                got = sha256_of(folder / name)
             except FileNotFoundError:
                 report.findings.append(Finding("file", f"{name} is missing", str(day), name))
                 continue
@@ -127,7 +127,7 @@ def _check_rows(cur: psycopg.Cursor, folder: Path, day: date, v: dict[str, Any],
     meta = v["manifest"]["files"].get(name)
     path = folder / name
     try:
-        if meta and hashlib.sha256(path.read_bytes()).hexdigest() == meta["sha256"]:
+        if meta and sha256_of(path) == meta["sha256"]:
             return
     except FileNotFoundError:
         pass
@@ -154,12 +154,10 @@ def _check_rows(cur: psycopg.Cursor, folder: Path, day: date, v: dict[str, Any],
 def _differs(ledger: dict[str, Any], row: dict[str, str]) -> bool:
     """True when a row's money, merchant or order is not the ledger's (every money column is checked)."""
     signed = int(ledger["signed_amount_cents"])
-    whole, frac = divmod(abs(signed), 100)
-    decimal = f"{whole}.{frac:02d}"
     return (row.get("pay_order_id") != ledger["pay_order_id"] or row.get("mch_id") != ledger["mch_id"]
             or row.get("currency") != ledger["currency"]
             or row.get("signed_amount_cents") != str(signed) or row.get("amount_cents") != str(abs(signed))
-            or row.get("amount") != decimal or row.get("signed_amount") != ("-" if signed < 0 else "") + decimal
+            or row.get("amount") != money.decimal(abs(signed)) or row.get("signed_amount") != money.decimal(signed)
             or row.get("direction") != ("in" if signed > 0 else "out"))
 
 

@@ -19,14 +19,15 @@ from typing import Any
 
 import xlsxwriter
 
+from worker import money
+from worker.reports.csv_cells import INTEGER_COLUMNS, MONEY_COLUMNS, SUMMARY_COLUMNS, SUMMARY_MONEY_COLUMNS, \
+    SUMMARY_TEXT_COLUMNS
+
 # Excel holds 1,048,576 rows per sheet; a day beyond that gets no workbook (the manifest says so)
 MAX_ROWS = 1_048_575
-MONEY_COLUMNS = ("amount", "signed_amount")  # decimal strings in the CSV, numbers here
-CENT_COLUMNS = ("amount_cents", "signed_amount_cents", "entry_id")
 TIME_COLUMNS = ("local_time",)
 # the summary CSV's columns but settlement_date (the sheet is the day's)
-TOTAL_COLUMNS = ("mch_id", "currency", "section", "count", "gross_cents", "refunds_cents", "net_cents", "gross",
-                 "refunds", "net")
+TOTAL_COLUMNS = tuple(c for c in SUMMARY_COLUMNS if c != "settlement_date")
 
 
 class SettlementWorkbook:
@@ -47,8 +48,8 @@ class SettlementWorkbook:
         self.sheet.freeze_panes(1, 0)
         for c, name in enumerate(columns):
             self.sheet.write_string(0, c, name, self.bold)
-        self._money_idx = {columns.index(n) for n in MONEY_COLUMNS if n in columns}
-        self._int_idx = {columns.index(n) for n in CENT_COLUMNS if n in columns}
+        self._money_idx = {columns.index(n) for n in MONEY_COLUMNS if n in columns}  # decimal strings in the CSV
+        self._int_idx = {columns.index(n) for n in INTEGER_COLUMNS if n in columns}
         self._time_idx = {columns.index(n) for n in TIME_COLUMNS if n in columns}
 
     def add(self, records: Any) -> None:
@@ -61,7 +62,7 @@ class SettlementWorkbook:
                 if value is None or value == "":
                     continue
                 if c in self._money_idx:  # given in cents
-                    ws.write_number(r, c, int(value) / 100, self.money)
+                    ws.write_number(r, c, money.units(value), self.money)
                 elif c in self._int_idx:
                     ws.write_number(r, c, int(value))
                 elif c in self._time_idx:
@@ -80,10 +81,10 @@ class SettlementWorkbook:
             sheet.write_string(0, c, name, self.bold)
         for r, t in enumerate(totals, start=1):
             for c, name in enumerate(TOTAL_COLUMNS):
-                if name in ("mch_id", "currency", "section"):
+                if name in SUMMARY_TEXT_COLUMNS:
                     sheet.write_string(r, c, str(t[name]))
-                elif name in ("gross", "refunds", "net"):
-                    sheet.write_number(r, c, t[f"{name}_cents"] / 100, self.money)
+                elif name in SUMMARY_MONEY_COLUMNS:
+                    sheet.write_number(r, c, money.units(t[f"{name}_cents"]), self.money)
                 else:
                     sheet.write_number(r, c, int(t[name]))
         sheet.autofilter(0, 0, max(len(totals), 1), len(TOTAL_COLUMNS) - 1)

@@ -6,6 +6,9 @@ Merchants and their keys come from IOTPAY_MERCHANTS / IOTPAY_MERCHANTS_FILE, `--
 MCH:KEY`, or `POST /_sim/merchants`. Point a worker at it with IOTPAY_V3_BASE_URL=http://HOST:PORT/v3
 and IOTPAY_V1_BASE_URL=http://HOST:PORT/v1.
 
+Modules: `app.py` (the WSGI app), `gateway.py` (the gateway endpoints), `control.py` (the control
+API), `store.py` (the order book), `notifier.py` (notifies), `clock.py`, `wire.py`, `serve.py`.
+
 The order book lives in memory (one gunicorn process, threads): a restart forgets every order.
 Staging: run `iotledger simulate --port 8900`, point the checkout's IOTPay base URLs and this
 worker's IOTPAY_V3_BASE_URL / IOTPAY_V1_BASE_URL at it, create orders through the control API

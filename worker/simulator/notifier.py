@@ -141,6 +141,11 @@ class NotifySender:
         with self._cond:
             return len(self._heap) + self._in_flight
 
+    def deliveries(self) -> tuple[list[dict[str, Any]], int]:
+        """Every attempt and drop so far (a copy of `log`) and the deliveries pending, read at one instant."""
+        with self._cond:
+            return list(self.log), self.pending()
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until nothing is queued or in flight (retries included); False on timeout."""
         deadline = time.monotonic() + timeout

@@ -42,7 +42,7 @@ from worker.reports.verify import VerifyReport, verify_files
 from worker.reports.reconcile import reconcile
 from worker.sqlfiles import q
 
-log = logs.get("worker.reports.clock")
+log = logs.get("worker.clock")
 
 DEFAULT_NIGHTLY_AT = time(0, 15)  # local: late notifies of the last minutes get a chance to arrive
 MAX_ATTEMPTS = 5
