@@ -35,7 +35,7 @@ def test_nothing_is_wrapped_without_a_python_handler():
 
 
 def test_a_real_worker_asked_twice_finishes_its_graceful_stop(db_url, redis_url, queue_name, tmp_path):
-    from tests.pipeline_procs import children, service_env, start_worker, stop, wait_until
+    from worker.processes import children, service_env, start_worker, stop, wait_until
 
     env = service_env(db_url, redis_url, queue_name, {}, tmp_path)
     proc = start_worker(env, processes=1, threads=2)
