@@ -31,7 +31,7 @@ from worker.errors import PermanentError, ValidationError
 from worker.gateway.schedule import Schedule
 from worker.iotpay.signature import signed
 from worker.ledger.checks import run_checks
-from worker.ledger.ingest import ingest_lines
+from worker.ledger.notify_file import ingest_lines
 from worker.ledger.outcome import Outcome
 from worker.ledger.views import order_view
 from worker.pipeline import process
@@ -154,9 +154,11 @@ def test_the_sweep_never_resolves_a_posted_order_as_failed(env_factory, db_url):
 
 
 def post_sim(conn: psycopg.Connection, params: dict) -> object:
+    from worker.iotpay.body import NotifyBody
     from worker.ledger.intake import verify_and_post
 
-    return verify_and_post(conn, signed({k: v for k, v in params.items() if k != "sign"}, SIM_KEY), SIM_MERCHANTS, TZ)
+    return verify_and_post(conn, NotifyBody.from_params(signed({k: v for k, v in params.items() if k != "sign"}, SIM_KEY)),
+                           SIM_MERCHANTS, TZ)
 
 
 # ------------------------------------------------------------------ 2. a refund is never income

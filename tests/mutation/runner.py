@@ -52,6 +52,8 @@ TARGETS: dict[str, list[str]] = {
                            "tests/test_ledger_rules.py"],
     "worker/iotpay/signature.py": ["tests/test_signature.py", "tests/test_signature_php.py"],
     "worker/iotpay/notify.py": ["tests/test_notify.py", "tests/test_notify_fields.py", "tests/test_notify_survivors.py"],
+    "worker/iotpay/body.py": ["tests/test_notify.py", "tests/test_notify_fields.py", "tests/test_notify_survivors.py",
+                              "tests/test_pipeline_process.py"],
     "worker/ledger/posting.py": ["tests/test_posting_survivors.py", "tests/test_ledger_stored_fields.py",
                                  *LAST_WORD_LEDGER, "tests/test_ledger_rules.py", "tests/test_last_word_property.py",
                                  "tests/test_ledger_db_rules.py", "tests/test_ledger_concurrency.py"],

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from worker.cli.context import app_settings, connect
 from worker.ledger.checks import run_checks
-from worker.ledger.ingest import ingest_lines
+from worker.ledger.notify_file import ingest_lines
 from worker.ledger.views import order_view
 
 

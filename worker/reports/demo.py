@@ -209,6 +209,7 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
     from worker.gateway.expected import ExpectedOrder, record
     from worker.gateway.schedule import Schedule
     from worker.gateway.sweep import open_pool, sweep_once
+    from worker.iotpay.channels import family_for_channel
     from worker.ledger.checks import run_checks
     from worker.merchants import Merchant, Merchants
     from worker.migrations import migrate
@@ -294,7 +295,7 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
                         "channel": channel, "status": 2, "notifyUrl": None if lost else notify_url})
                     pay_id = order.get("payOrderId")
                     record(conn, ExpectedOrder(MCH_ID, mch_order_no, amount, currency, channel, t, pay_id,
-                                               "v3" if channel == "PF_CC" else "v1"), schedule)
+                                               family_for_channel(channel)), schedule)
                     report.pays[channel] = report.pays.get(channel, 0) + 1
                     if lost:
                         report.lost_order = pay_id

@@ -23,11 +23,12 @@ from worker.config import DEFAULT_GATEWAY_TZ
 from worker.errors import PermanentError, ValidationError
 from worker.iotpay import signature
 from worker.iotpay.cards import mask_pan
+from worker.iotpay.channels import CURRENCIES, FAMILIES, V3_CURRENCIES, family_for_channel
 from worker.merchants import Merchant, Merchants
 from worker.simulator import wire
 from worker.simulator.clock import SimClock
 from worker.simulator.notifier import NotifyPolicy, NotifySender
-from worker.simulator.store import OrderStore, SimError, SimOrder, after, family_of_channel
+from worker.simulator.store import OrderStore, SimError, SimOrder, after
 
 MAX_BODY = 1024 * 1024
 StartResponse = Callable[..., Any]
@@ -232,11 +233,11 @@ class Simulator:
         if mch_id not in self.merchants:
             raise ValidationError("mchId", f"merchant {mch_id!r} not configured in the simulator")
         channel = str(spec.get("channel") or "PF_CC")
-        family = spec.get("family") or family_of_channel(channel)
-        if family not in ("v3", "v1"):
+        family = spec.get("family") or family_for_channel(channel)
+        if family not in FAMILIES:
             raise ValidationError("family", "must be v3 or v1")
         currency = str(spec.get("currency") or "CAD")
-        if currency not in ("CAD", "USD") or (family == "v3" and currency != "CAD"):
+        if currency not in CURRENCIES or (family == "v3" and currency not in V3_CURRENCIES):
             raise ValidationError("currency", f"{currency!r} not supported for {family}")
         status = _int_field(spec, "status", 0)
         now = _time_field(spec, "createdAt") or self.clock.now()

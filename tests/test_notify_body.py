@@ -1,0 +1,88 @@
+"""A notify body decoded once (worker/iotpay/body.py) and authenticated by one function
+(worker/iotpay/authentication.py), as the ingress and the ledger's intake both use them."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.factories import KEY, MCH, MCH2, MERCHANTS, OLD_KEY, v1_pay, v3_pay
+from worker.errors import SignatureError, UnknownMerchantError, ValidationError
+from worker.iotpay.authentication import authenticate
+from worker.iotpay.body import FORM, JSON, NotifyBody, decode_body
+from worker.iotpay.signature import signed
+
+
+@pytest.mark.parametrize(("raw", "ctype", "family", "decoded_as", "ack"), [
+    (b'{"amount": 1}', "application/json;charset=UTF-8", "v3", JSON, b"SUCCESS"),
+    (b'  {"amount": "1"}', None, "v3", JSON, b"SUCCESS"),
+    (b"amount=1", "application/x-www-form-urlencoded", "v1", FORM, b"success"),
+    (b"amount=1", None, "v1", FORM, b"success"),
+    # the v1 request style: a V3-looking object in `params=` is told by its values, answered as a form
+    (b"params=%7B%22amount%22%3A1%7D", "application/x-www-form-urlencoded", "v3", FORM, b"success"),
+    (b"params=%7B%22amount%22%3A%221%22%7D", "application/x-www-form-urlencoded", "v1", FORM, b"success"),
+])
+def test_a_body_says_its_family_how_it_was_decoded_and_its_answer(raw, ctype, family, decoded_as, ack):
+    body = decode_body(raw, ctype)
+    assert (body.family, body.content_type, body.ack, body.raw) == (family, decoded_as, ack, raw)
+
+
+def test_a_family_already_known_is_taken_not_told_again():
+    assert decode_body(b'{"amount": 1}', JSON, family="v1").family == "v1"
+    assert decode_body(b"amount=1", FORM, family="v3").family == "v3"
+    assert decode_body(b"params=%7B%22amount%22%3A1%7D", FORM, family="v1").family == "v1"
+
+
+def test_fields_decoded_elsewhere_are_told_by_their_values():
+    assert NotifyBody.from_params(v3_pay("PC1", 100)) == NotifyBody("v3", JSON, v3_pay("PC1", 100), b"")
+    assert NotifyBody.from_params(v1_pay("P1", 100)).family == "v1"
+
+
+def test_masking_replaces_the_number_in_place_or_reencodes():
+    params = v3_pay("PC5", 100, cardNum="4111111111111111")
+    raw = json.dumps(params).encode()
+    body = decode_body(raw, "application/json").with_card_masked()
+    assert body.raw == raw.replace(b"4111111111111111", b"411111******1111")
+    assert body.params == dict(params, cardNum="411111******1111") and body.family == "v3"
+    # the same digits elsewhere in the body: replaced by re-encoding instead
+    twice = dict(params, invoiceNum="4111111111111111")
+    body = decode_body(json.dumps(twice).encode(), "application/json").with_card_masked()
+    assert json.loads(body.raw)["cardNum"] == "411111******1111" and json.loads(body.raw)["invoiceNum"] == "4111111111111111"
+    untouched = decode_body(json.dumps(v3_pay("PC6", 100)).encode(), "application/json")
+    assert untouched.with_card_masked() is untouched
+
+
+def test_masking_a_form_body_keeps_it_a_form_of_its_family():
+    params = {"payOrderId": "PC7", "amount": 100, "cardNum": "4111111111111111", "invoiceNum": "4111111111111111"}
+    body = decode_body(urlencode({"params": json.dumps(params)}).encode(), FORM)
+    masked = body.with_card_masked()
+    assert (masked.family, masked.content_type) == ("v3", FORM)  # re-encoded flat: the family stays V3
+    assert decode_body(masked.raw, FORM).params == {k: str(v) for k, v in masked.params.items()}
+    assert masked.params["cardNum"] == "411111******1111"
+    # a card number sent as a JSON number cannot be masked where it stands: the body is encoded again
+    number = decode_body(json.dumps({"cardNum": 4111111111111111, "amount": 1}).encode(), JSON).with_card_masked()
+    assert number.raw == b'{"cardNum":"411111******1111","amount":1}'
+
+
+def test_authenticate_returns_the_merchant_whose_key_signed():
+    assert authenticate(v3_pay("PC1", 100), MERCHANTS).mch_id == MCH
+    assert authenticate(v3_pay("PC1", 100, key=OLD_KEY), MERCHANTS).mch_id == MCH  # rotation: any key
+
+
+@pytest.mark.parametrize(("params", "error", "text"), [
+    ({k: v for k, v in v3_pay("PC1", 1).items() if k != "mchId"}, ValidationError, "mchId: missing"),
+    (dict(v3_pay("PC1", 1), mchId=""), ValidationError, "mchId: missing"),
+    # an unsigned body is refused as unsigned before its merchant is looked up
+    ({k: v for k, v in v3_pay("PC1", 1, mch="99999999").items() if k != "sign"}, ValidationError, "sign: missing"),
+    (v3_pay("PC1", 1, mch="99999999"), UnknownMerchantError, "mchId: unknown merchant '99999999'"),
+    (dict(v3_pay("PC1", 1), sign="ABC"), ValidationError, "sign: must be a 32-character hex string"),
+    (dict(v3_pay("PC1", 1), amount=2), SignatureError, "sign: does not match any key of the merchant"),
+    (v3_pay("PC1", 1, mch=MCH2, key=KEY), SignatureError, "sign: does not match any key of the merchant"),
+    (signed({"mchId": MCH, "amount": 1}, KEY) | {"amount": float("nan")}, ValidationError, "amount: not a finite number"),
+])
+def test_authenticate_names_what_is_wrong(params, error, text):
+    with pytest.raises(error) as info:
+        authenticate(params, MERCHANTS)
+    assert str(info.value) == text
