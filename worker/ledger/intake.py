@@ -37,27 +37,24 @@ def verify(body: NotifyBody, merchants: Merchants, gateway_tz: ZoneInfo, *, max_
 
     Raises UnknownMerchantError, ValidationError (names the field) or SignatureError.
     """
+    authenticated = False
     if pan_masked:
         if verified_at is None:  # the inbox forbids it; kept as a guard for rows written by hand
             raise ValidationError("sign", "body was masked but never verified")
-        return _unverified(body, merchants, gateway_tz, max_amount)
-    try:
-        authenticate(body.params, merchants)
-    except SignatureError:
-        if verified_at is None:
-            raise
-        # The ingress verified this body and IOTPay was told `success`: the notify is ours to keep.
-        # A sign that no longer verifies means the key was rotated out since; post it, say so.
-        log.warning("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
-                    verified_at=verified_at.isoformat())
-        return _unverified(body, merchants, gateway_tz, max_amount)
-    return parse_params(body.params, gateway_tz, raw=body.raw, family=body.family, max_amount=max_amount)
-
-
-def _unverified(body: NotifyBody, merchants: Merchants, gateway_tz: ZoneInfo, max_amount: int) -> Notify:
-    """The fields of a body whose sign the ingress checked, of a merchant still configured."""
+    else:
+        try:
+            authenticate(body.params, merchants)
+            authenticated = True
+        except SignatureError:
+            if verified_at is None:
+                raise
+            # The ingress verified this body and IOTPay was told `success`: the notify is ours to keep.
+            # A sign that no longer verifies means the key was rotated out since; post it, say so.
+            log.warning("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
+                        verified_at=verified_at.isoformat())
     notify = parse_params(body.params, gateway_tz, raw=body.raw, family=body.family, max_amount=max_amount)
-    merchants.require(notify.mch_id)
+    if not authenticated:
+        merchants.require(notify.mch_id)  # taken on the ingress's check, of a merchant still configured
     return notify
 
 
