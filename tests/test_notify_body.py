@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from urllib.parse import urlencode
 
@@ -35,6 +36,13 @@ def test_a_family_already_known_is_taken_not_told_again():
     assert decode_body(b"params=%7B%22amount%22%3A1%7D", FORM, family="v1").family == "v1"
 
 
+def test_a_decoded_body_is_a_value_that_keeps_its_bytes_out_of_its_repr():
+    body = decode_body(b'{"cardNum": "4111111111111111"}', JSON)
+    assert "4111111111111111" in repr(body.params) and "raw" not in repr(body) and "b'" not in repr(body)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        body.family = "v1"  # type: ignore[misc]
+
+
 def test_fields_decoded_elsewhere_are_told_by_their_values():
     assert NotifyBody.from_params(v3_pay("PC1", 100)) == NotifyBody("v3", JSON, v3_pay("PC1", 100), b"")
     assert NotifyBody.from_params(v1_pay("P1", 100)).family == "v1"
@@ -46,12 +54,18 @@ def test_masking_replaces_the_number_in_place_or_reencodes():
     body = decode_body(raw, "application/json").with_card_masked()
     assert body.raw == raw.replace(b"4111111111111111", b"411111******1111")
     assert body.params == dict(params, cardNum="411111******1111") and body.family == "v3"
-    # the same digits elsewhere in the body: replaced by re-encoding instead
-    twice = dict(params, invoiceNum="4111111111111111")
+    # the same digits elsewhere in the body: replaced by re-encoding instead (compact, UTF-8 as it is)
+    twice = dict(params, invoiceNum="4111111111111111", subject="Café")
     body = decode_body(json.dumps(twice).encode(), "application/json").with_card_masked()
-    assert json.loads(body.raw)["cardNum"] == "411111******1111" and json.loads(body.raw)["invoiceNum"] == "4111111111111111"
+    masked = dict(twice, cardNum="411111******1111")
+    assert body.raw == json.dumps(masked, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert body.params == masked and (body.family, body.content_type) == ("v3", JSON)
     untouched = decode_body(json.dumps(v3_pay("PC6", 100)).encode(), "application/json")
     assert untouched.with_card_masked() is untouched
+    no_card = decode_body(json.dumps(v1_pay("P1", 100)).encode(), "application/json")
+    assert no_card.with_card_masked() is no_card
+    not_a_number = decode_body(b'{"cardNum": true, "amount": 1}', JSON)
+    assert not_a_number.with_card_masked() is not_a_number
 
 
 def test_masking_a_form_body_keeps_it_a_form_of_its_family():
@@ -86,3 +100,49 @@ def test_authenticate_names_what_is_wrong(params, error, text):
     with pytest.raises(error) as info:
         authenticate(params, MERCHANTS)
     assert str(info.value) == text
+
+
+def _refused(raw: bytes, ctype: str = JSON) -> tuple[str, str]:
+    with pytest.raises(ValidationError) as info:
+        decode_body(raw, ctype)
+    return info.value.field, info.value.problem
+
+
+def _nested(levels: int) -> bytes:
+    """An object whose value is nested in lists so that `levels` containers stand one in another."""
+    return b'{"a":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+
+def test_nesting_is_refused_beyond_32_levels_of_objects_or_lists():
+    assert decode_body(_nested(32), JSON).params["a"] is not None
+    assert _refused(_nested(33)) == ("body", "nested deeper than 32 levels")
+    assert decode_body(b'{"a":' * 31 + b'{"b":1' + b"}" * 32, JSON).params["a"]
+    assert _refused(b'{"a":' * 32 + b'{"b":1' + b"}" * 33) == ("body", "nested deeper than 32 levels")
+    assert _refused(b"[" * 30000 + b"]" * 30000) == ("body", "nested deeper than 32 levels")  # the parser's own limit
+    assert _refused(b"params=" + b"%5B" * 30000 + b"%5D" * 30000, FORM) == ("params", "nested deeper than 32 levels")
+
+
+@pytest.mark.parametrize(("raw", "field", "problem"), [
+    (b'{"a": 1, "a": 2}', "body", "key 'a' appears twice"),
+    (b'{"a": {"b": 1, "b": 1}}', "body", "key 'b' appears twice"),
+    (b'{"a": 1' + b"0" * 40 + b"}", "body", "a number has more than 40 digits"),
+    (b'{"a": -1' + b"0" * 40 + b"}", "body", "a number has more than 40 digits"),
+    (b'{"a": 1e999}', "body", "a number is out of range"),
+    (b'{"a": -1e999}', "body", "a number is out of range"),
+    (b'{"a": NaN}', "body", "NaN is not JSON"),
+    (b'{"a": -Infinity}', "body", "-Infinity is not JSON"),
+    (b'{"\\ud800": 1}', "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'{"a": "\\udfff"}', "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'{"a": ["x", "\\ud800"]}', "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'{"a": {"\\ud800": 1}}', "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'params=%7B%22a%22%3A1%2C%22a%22%3A2%7D', "params", "key 'a' appears twice"),
+    (b'params=%7B%22a%22%3A%22%5Cud800%22%7D', "params", "a field is not valid Unicode (a lone surrogate)"),
+])
+def test_json_that_cannot_be_signed_or_stored_unambiguously_is_refused(raw, field, problem):
+    assert _refused(raw, FORM if raw.startswith(b"params=") else JSON) == (field, problem)
+
+
+def test_json_within_the_limits_decodes_as_written():
+    forty = "1" + "0" * 39
+    body = decode_body(f'{{"a": {forty}, "b": -{forty}, "c": 1.5, "d": -0.25, "e": ["x", {{"f": "\u00e9"}}]}}'.encode(), JSON)
+    assert body.params == {"a": int(forty), "b": -int(forty), "c": 1.5, "d": -0.25, "e": ["x", {"f": "é"}]}

@@ -112,12 +112,12 @@ class NotifyBody:
     family: Family
     content_type: str  # JSON or FORM: how the body was decoded (the request's header may say less)
     params: dict[str, Any]  # every field, as decoded (the inner object of `params=<json>`)
-    raw: bytes = field(default=b"", repr=False)
+    raw: bytes = field(repr=False)  # as it arrived, or as stored (card number masked)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], *, raw: bytes = b"") -> NotifyBody:
+    def from_params(cls, params: dict[str, Any]) -> NotifyBody:
         """Fields already decoded from JSON (a line of `iotledger ingest`); the family is told by the values."""
-        return cls(detect_family(params), JSON, params, raw)
+        return cls(detect_family(params), JSON, params, b"")
 
     @property
     def ack(self) -> bytes:
@@ -141,7 +141,7 @@ class NotifyBody:
         if text.count(card) == 1:
             candidate = text.replace(card, masked[CARD_FIELD]).encode("utf-8")
             try:
-                if decode_body(candidate, self.content_type, family=self.family).params == masked:
+                if decode_body(candidate, self.content_type).params == masked:
                     return replace(self, params=masked, raw=candidate)
             except ValidationError:
                 pass
