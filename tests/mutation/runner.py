@@ -54,6 +54,7 @@ TARGETS: dict[str, list[str]] = {
     "worker/iotpay/notify.py": ["tests/test_notify.py", "tests/test_notify_fields.py", "tests/test_notify_survivors.py"],
     "worker/iotpay/body.py": ["tests/test_notify_body.py", "tests/test_notify.py", "tests/test_notify_fields.py",
                               "tests/test_notify_survivors.py"],
+    "worker/iotpay/authentication.py": ["tests/test_notify_body.py"],
     "worker/ledger/posting.py": ["tests/test_posting_survivors.py", "tests/test_ledger_stored_fields.py",
                                  *LAST_WORD_LEDGER, "tests/test_ledger_rules.py", "tests/test_last_word_property.py",
                                  "tests/test_ledger_db_rules.py", "tests/test_ledger_concurrency.py"],
