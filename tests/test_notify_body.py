@@ -90,6 +90,7 @@ def test_authenticate_returns_the_merchant_whose_key_signed():
     (dict(v3_pay("PC1", 1), mchId=""), ValidationError, "mchId: missing"),
     # an unsigned body is refused as unsigned before its merchant is looked up
     ({k: v for k, v in v3_pay("PC1", 1, mch="99999999").items() if k != "sign"}, ValidationError, "sign: missing"),
+    (dict(v3_pay("PC1", 1, mch="99999999"), sign=""), ValidationError, "sign: missing"),
     (v3_pay("PC1", 1, mch="99999999"), UnknownMerchantError, "mchId: unknown merchant '99999999'"),
     (dict(v3_pay("PC1", 1), sign="ABC"), ValidationError, "sign: must be a 32-character hex string"),
     (dict(v3_pay("PC1", 1), amount=2), SignatureError, "sign: does not match any key of the merchant"),
