@@ -123,24 +123,30 @@ def test_nesting_is_refused_beyond_32_levels_of_objects_or_lists():
     assert _refused(b"params=" + b"%5B" * 30000 + b"%5D" * 30000, FORM) == ("params", "nested deeper than 32 levels")
 
 
-@pytest.mark.parametrize(("raw", "field", "problem"), [
-    (b'{"a": 1, "a": 2}', "body", "key 'a' appears twice"),
-    (b'{"a": {"b": 1, "b": 1}}', "body", "key 'b' appears twice"),
-    (b'{"a": 1' + b"0" * 40 + b"}", "body", "a number has more than 40 digits"),
-    (b'{"a": -1' + b"0" * 40 + b"}", "body", "a number has more than 40 digits"),
-    (b'{"a": 1e999}', "body", "a number is out of range"),
-    (b'{"a": -1e999}', "body", "a number is out of range"),
-    (b'{"a": NaN}', "body", "NaN is not JSON"),
-    (b'{"a": -Infinity}', "body", "-Infinity is not JSON"),
-    (b'{"\\ud800": 1}', "body", "a field is not valid Unicode (a lone surrogate)"),
-    (b'{"a": "\\udfff"}', "body", "a field is not valid Unicode (a lone surrogate)"),
-    (b'{"a": ["x", "\\ud800"]}', "body", "a field is not valid Unicode (a lone surrogate)"),
-    (b'{"a": {"\\ud800": 1}}', "body", "a field is not valid Unicode (a lone surrogate)"),
-    (b'params=%7B%22a%22%3A1%2C%22a%22%3A2%7D', "params", "key 'a' appears twice"),
-    (b'params=%7B%22a%22%3A%22%5Cud800%22%7D', "params", "a field is not valid Unicode (a lone surrogate)"),
+@pytest.mark.parametrize(("raw", "ctype", "field", "problem"), [
+    (b"\xff\xfe", JSON, "body", "not UTF-8 text"),
+    (b"{not json", JSON, "body", "invalid JSON (Expecting property name enclosed in double quotes at char 1)"),
+    (b"[1,2]", JSON, "body", "JSON body must be an object"),
+    (b"hello", "text/plain", "body", "neither JSON nor form fields (Content-Type 'text/plain')"),
+    (b"a=1&a=2", FORM, "body", "a form field appears twice"),
+    (b"params=[1]", FORM, "params", "must be a JSON object"),
+    (b'{"a": 1, "a": 2}', JSON, "body", "key 'a' appears twice"),
+    (b'{"a": {"b": 1, "b": 1}}', JSON, "body", "key 'b' appears twice"),
+    (b'{"a": 1' + b"0" * 40 + b"}", JSON, "body", "a number has more than 40 digits"),
+    (b'{"a": -1' + b"0" * 40 + b"}", JSON, "body", "a number has more than 40 digits"),
+    (b'{"a": 1e999}', JSON, "body", "a number is out of range"),
+    (b'{"a": -1e999}', JSON, "body", "a number is out of range"),
+    (b'{"a": NaN}', JSON, "body", "NaN is not JSON"),
+    (b'{"a": -Infinity}', JSON, "body", "-Infinity is not JSON"),
+    (b'{"\\ud800": 1}', JSON, "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'{"a": "\\udfff"}', JSON, "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'{"a": ["x", "\\ud800"]}', JSON, "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'{"a": {"\\ud800": 1}}', JSON, "body", "a field is not valid Unicode (a lone surrogate)"),
+    (b'params=%7B%22a%22%3A1%2C%22a%22%3A2%7D', FORM, "params", "key 'a' appears twice"),
+    (b'params=%7B%22a%22%3A%22%5Cud800%22%7D', FORM, "params", "a field is not valid Unicode (a lone surrogate)"),
 ])
-def test_json_that_cannot_be_signed_or_stored_unambiguously_is_refused(raw, field, problem):
-    assert _refused(raw, FORM if raw.startswith(b"params=") else JSON) == (field, problem)
+def test_a_body_that_cannot_be_decoded_signed_or_stored_unambiguously_says_why(raw, ctype, field, problem):
+    assert _refused(raw, ctype) == (field, problem)
 
 
 def test_json_within_the_limits_decodes_as_written():
