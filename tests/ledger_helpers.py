@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from tests.factories import MERCHANTS
+from worker.iotpay.body import NotifyBody
 from worker.ledger.intake import verify_and_post
 from worker.ledger.outcome import PostResult
 
@@ -16,7 +17,7 @@ TZ = ZoneInfo("America/Vancouver")
 
 def post(conn: psycopg.Connection, params: dict[str, Any], source: str = "notify") -> PostResult:
     """Verify and post one signed notify through the production path."""
-    return verify_and_post(conn, params, MERCHANTS, TZ, source=source)
+    return verify_and_post(conn, NotifyBody.from_params(params), MERCHANTS, TZ, source=source)
 
 
 def balances(conn: psycopg.Connection, mch: str, currency: str = "CAD") -> dict[str, int]:

@@ -30,7 +30,7 @@ from worker.errors import PermanentError, ValidationError
 from worker.gateway.schedule import Schedule
 from worker.iotpay.signature import signed
 from worker.ledger.checks import run_checks
-from worker.ledger.ingest import ingest_lines
+from worker.ledger.notify_file import ingest_lines
 from worker.ledger.outcome import Outcome
 from worker.ledger.views import order_view
 from worker.pipeline import process

@@ -33,7 +33,7 @@ from worker.config import Settings
 from worker.errors import PermanentError
 from worker.iotpay.notify import parse_params
 from worker.iotpay.signature import signed
-from worker.iotpay.status import outcome as status_outcome
+from worker.iotpay.status import classify
 from worker.ledger.checks import run_checks
 from worker.ledger.posting import fingerprint, post_notify
 from worker.pipeline import process
@@ -69,14 +69,14 @@ def _order(conn: psycopg.Connection, oid: str) -> tuple | None:
 
 
 def _expects_regression(before: tuple | None, notify_fp: str, status: int) -> bool:
-    if before is None or status_outcome(status).value == "success":
+    if before is None or classify(status).value == "success":
         return False
     state, _, fp = before
     if state in ("posted", "rejected"):
         return fp == notify_fp
     if state == "parked":
         return True
-    return state == "failed" and status_outcome(status).value != "failed"
+    return state == "failed" and classify(status).value != "failed"
 
 
 @pytest.fixture

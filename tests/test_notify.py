@@ -10,7 +10,8 @@ import pytest
 
 from tests.factories import KEY, v1_pay, v3_pay, v3_refund, vectors
 from worker.errors import ValidationError
-from worker.iotpay.notify import decode_body, parse_body, parse_params
+from worker.iotpay.body import decode_body
+from worker.iotpay.notify import parse_body, parse_params
 from worker.iotpay.signature import signed
 
 TZ = ZoneInfo("America/Vancouver")
@@ -90,24 +91,7 @@ def test_a_refund_without_original_is_refused():
 
 
 def test_form_bodies_decode_as_v1_and_params_json_too():
-    family, form = decode_body(b"a=1&b=caf%C3%A9&c=", "application/x-www-form-urlencoded")
-    assert family == "v1" and form == {"a": "1", "b": "café", "c": ""}
-    family, inner = decode_body(b'params={"amount":1}', "application/x-www-form-urlencoded")
-    assert family == "v3" and inner == {"amount": 1}
-
-
-@pytest.mark.parametrize(
-    ("body", "ctype", "field"),
-    [
-        (b"\xff\xfe", "application/json", "body"),
-        (b"{not json", "application/json", "body"),
-        (b"[1,2]", "application/json", "body"),
-        (b"hello", "text/plain", "body"),
-        (b"a=1&a=2", "application/x-www-form-urlencoded", "body"),
-        (b"params=[1]", "application/x-www-form-urlencoded", "params"),
-    ],
-)
-def test_malformed_bodies_say_what_is_wrong(body, ctype, field):
-    with pytest.raises(ValidationError) as exc:
-        decode_body(body, ctype)
-    assert exc.value.field == field
+    form = decode_body(b"a=1&b=caf%C3%A9&c=", "application/x-www-form-urlencoded")
+    assert form.family == "v1" and form.params == {"a": "1", "b": "café", "c": ""}
+    inner = decode_body(b'params={"amount":1}', "application/x-www-form-urlencoded")
+    assert inner.family == "v3" and inner.params == {"amount": 1}

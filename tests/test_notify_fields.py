@@ -11,8 +11,8 @@ import pytest
 
 from tests.factories import KEY, MCH
 from worker.errors import ValidationError
-from worker.iotpay.notify import KNOWN_FIELDS, Notify, decode_body, detect_family, parse_body, parse_params, \
-    parse_pay_succ_time
+from worker.iotpay.body import decode_body, detect_family
+from worker.iotpay.notify import KNOWN_FIELDS, Notify, parse_body, parse_params, parse_pay_succ_time
 from worker.iotpay.signature import signed
 
 TZ = ZoneInfo("America/Vancouver")
@@ -202,7 +202,7 @@ def test_family_detection():
     (b'{"amount": 1}', "application/json; charset=utf-8", "v3"), (b"a=1", "APPLICATION/X-WWW-FORM-URLENCODED", "v1"),
 ])
 def test_bodies_without_or_with_odd_content_types(body, ctype, family):
-    assert decode_body(body, ctype)[0] == family
+    assert decode_body(body, ctype).family == family
 
 
 def test_not_an_object_is_refused():
@@ -219,10 +219,7 @@ def test_pay_succ_time_in_other_scripts_digits_is_a_validation_error(digits):
 
 
 def test_a_json_body_is_v3_even_when_every_value_is_a_string():
-    from worker.iotpay.notify import decode_body
-
-    family, params = decode_body(b'{"payOrderId": "P1", "mchId": "1", "amount": "100", "currency": "USD"}',
-                                 "application/json")
-    assert family == "v3" and params["currency"] == "USD"
+    body = decode_body(b'{"payOrderId": "P1", "mchId": "1", "amount": "100", "currency": "USD"}', "application/json")
+    assert body.family == "v3" and body.params["currency"] == "USD"
     with pytest.raises(ValidationError, match="V3 orders are CAD only"):
-        parse_params({**params, "status": "2"}, TZ, family=family)
+        parse_params({**body.params, "status": "2"}, TZ, family=body.family)

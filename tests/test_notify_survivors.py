@@ -14,8 +14,9 @@ import pytest
 
 from tests.factories import MCH
 from worker.errors import ValidationError
-from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, MAX_TIME_SKEW_DAYS, STATUS_MAX, Notify, decode_body, \
-    parse_body, parse_params, parse_pay_succ_time
+from worker.iotpay.body import decode_body
+from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, MAX_TIME_SKEW_DAYS, STATUS_MAX, Notify, parse_body, \
+    parse_params, parse_pay_succ_time
 
 TZ = ZoneInfo("America/Vancouver")
 UTC = timezone.utc
@@ -148,7 +149,8 @@ def test_a_form_body_not_strictly_well_formed_utf8_is_malformed(raw):
 
 
 def test_a_form_field_in_utf8_percent_encoding_decodes():
-    assert decode_body("subject=Caf%C3%A9".encode(), "application/x-www-form-urlencoded") == ("v1", {"subject": "Café"})
+    body = decode_body("subject=Caf%C3%A9".encode(), "application/x-www-form-urlencoded")
+    assert (body.family, body.content_type, body.params) == ("v1", "application/x-www-form-urlencoded", {"subject": "Café"})
 
 
 def test_params_that_are_not_json_name_the_params_field():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
 
 import psycopg
 import pytest
@@ -17,7 +18,7 @@ from worker.errors import ValidationError
 from worker.iotpay.signature import signed
 from worker.pipeline import inbox, process
 from worker.pipeline.redrive import BATCH, redrive_once
-from worker.pipeline.screening import mask_body, screen
+from worker.pipeline.screening import screen
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 
@@ -95,17 +96,32 @@ def test_the_database_refuses_a_done_row_without_outcome_and_a_masked_row_never_
     conn.rollback()
 
 
-def test_mask_body_replaces_the_number_in_place_or_reencodes():
-    params = v3_pay("PC5", 100, cardNum="4111111111111111")
-    raw = json.dumps(params).encode()
-    body, masked = mask_body(raw, params, is_json=True)
-    assert masked and body == raw.replace(b"4111111111111111", b"411111******1111")
-    # the same digits elsewhere in the body: replaced by re-encoding instead
-    twice = dict(params, invoiceNum="4111111111111111")
-    body, masked = mask_body(json.dumps(twice).encode(), twice, is_json=True)
-    assert masked and json.loads(body)["cardNum"] == "411111******1111" and json.loads(body)["invoiceNum"] == "4111111111111111"
-    untouched = v3_pay("PC6", 100)
-    assert mask_body(json.dumps(untouched).encode(), untouched, is_json=True) == (json.dumps(untouched).encode(), False)
+def test_the_worker_takes_the_family_the_ingress_stored(conn, settings):
+    # a JSON body the inbox says is v1 is held to v1's rules (USD allowed), not told V3 by its looks
+    i = put(conn, settings, v3_pay("PC8", 700, currency="USD"))
+    assert inbox.load(conn, i).family == "v3"
+    conn.execute("UPDATE inbox SET family = 'v1' WHERE id = %s", (i,))
+    conn.commit()
+    assert process.handle(conn, i, settings).outcome == "posted"
+    assert conn.execute("SELECT currency, amount FROM journal_entries").fetchone() == ("USD", 700)
+    conn.rollback()
+
+
+def test_a_v3_body_whose_card_number_was_masked_by_encoding_it_again_stays_v3(conn, settings):
+    # params=<json> with numbers is V3; its card digits stand twice, so the ingress encodes the fields
+    # again as flat form fields (all strings, which alone would read as v1): the stored family holds
+    params = signed({k: v for k, v in v3_pay("PC9", 700, currency="USD").items() if k != "sign"}
+                    | {"cardNum": "4111111111111111", "invoiceNum": "4111111111111111"}, KEY)
+    raw = urlencode({"params": json.dumps(params)}).encode()
+    i = inbox.store(conn, screen(raw, "application/x-www-form-urlencoded", settings.merchants),
+                    content_type="application/x-www-form-urlencoded", remote_addr="127.0.0.1", now=NOW).id
+    row = inbox.load(conn, i)
+    assert (row.family, row.pan_masked) == ("v3", True) and b"params" not in row.body
+    with pytest.raises(ValidationError, match="^currency: V3 orders are CAD only"):
+        process.handle(conn, i, settings)
+    conn.rollback()
+    assert conn.execute("SELECT state FROM inbox WHERE id = %s", (i,)).fetchone() == ("failed",)
+    conn.rollback()
 
 
 def test_redrive_queues_only_unfinished_rows_older_than_the_age_in_batches(conn, settings, redis_url, queue_name, db_url):

@@ -14,7 +14,7 @@ from tests.factories import KEY, MCH, MCH2, MERCHANTS
 from worker.gateway.client import GatewayClient
 from worker.gateway.errors import GatewayFailError
 from worker.iotpay import signature
-from worker.iotpay.notify import decode_body
+from worker.iotpay.body import decode_body
 from worker.ledger.intake import verify
 from worker.simulator import NotifyPolicy, SimClock, Simulator
 
@@ -161,9 +161,9 @@ def test_notify_body_is_what_the_ledger_accepts(http, sim):
     v1 = create(http, mchId=MCH, mchOrderNo="W1", amount=1999, currency="USD", channel="ALIPAY_MOBILE", status=3)
     for order, family in ((v3, "v3"), (v1, "v1")):
         nb = http.get(f"/_sim/orders/{order['payOrderId']}/notify-body").json()
-        got_family, params = decode_body(nb["body"].encode(), nb["contentType"])
-        assert got_family == family
-        notify = verify(params, MERCHANTS, sim.gateway_tz, family=got_family)
+        body = decode_body(nb["body"].encode(), nb["contentType"])
+        assert body.family == family
+        notify = verify(body, MERCHANTS, sim.gateway_tz)
         assert (notify.pay_order_id, notify.amount, notify.status) == (order["payOrderId"], 1999, order["status"])
     form = dict(parse_qsl(http.get(f"/_sim/orders/{v1['payOrderId']}/notify-body").json()["body"]))
     assert all(isinstance(v, str) for v in form.values()) and form["paySuccTime"].isdigit()

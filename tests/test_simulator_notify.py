@@ -13,7 +13,7 @@ import pytest
 from tests.factories import KEY, MCH, MERCHANTS, MERCHANTS_JSON
 from worker.gateway.client import GatewayClient
 from worker.iotpay import signature
-from worker.iotpay.notify import decode_body
+from worker.iotpay.body import decode_body
 from worker.processes import start_simulator, stop
 from worker.simulator import NotifyPolicy, Simulator
 from worker.simulator.notifier import plan
@@ -32,7 +32,7 @@ class Receiver:
 
     def __call__(self, environ, start_response):
         raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        family, params = decode_body(raw, environ.get("CONTENT_TYPE"))
+        params = decode_body(raw, environ.get("CONTENT_TYPE")).params
         with self.lock:
             n = sum(1 for g in self.got if g["payOrderId"] == params["payOrderId"])
             self.got.append(params)

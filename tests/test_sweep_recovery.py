@@ -22,7 +22,7 @@ from worker.gateway.client import GatewayClient
 from worker.gateway.expected import ExpectedOrder, record
 from worker.gateway.schedule import Schedule
 from worker.gateway.sweep import SweepReport, next_due, open_pool, sweep_once
-from worker.iotpay.notify import decode_body
+from worker.iotpay.body import decode_body
 from worker.ledger.checks import run_checks
 from worker.ledger.intake import verify_and_post
 from worker.simulator import NotifyPolicy, SimClock, Simulator
@@ -37,9 +37,9 @@ def receiver(db_url: str):
 
     def app(environ, start_response):
         raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        family, params = decode_body(raw, environ.get("CONTENT_TYPE"))
+        body = decode_body(raw, environ.get("CONTENT_TYPE"))
         with psycopg.connect(db_url) as conn:
-            verify_and_post(conn, params, MERCHANTS, TZ, raw=raw, family=family)
+            verify_and_post(conn, body, MERCHANTS, TZ)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"success"]
 

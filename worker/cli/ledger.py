@@ -8,7 +8,7 @@ import sys
 from datetime import date, datetime, timedelta, timezone
 
 from worker.ledger.checks import run_checks
-from worker.ledger.ingest import ingest_lines
+from worker.ledger.notify_file import ingest_lines
 from worker.ledger.views import order_view
 from worker.runtime import app_settings, connect
 

@@ -18,6 +18,7 @@ from worker.demo.report import DemoError
 from worker.demo.stage import Stage
 from worker.gateway.expected import ExpectedOrder, record
 from worker.gateway.sweep import open_pool, sweep_once
+from worker.iotpay.channels import family_for_channel
 from worker.ledger.checks import run_checks
 from worker.migrations import migrate
 from worker.processes import service_env, simulator_command, wait_until, web_command, worker_command
@@ -35,11 +36,6 @@ CAD, USD = "CAD", "USD"
 # ---- channel and family facts the demo plays with: the one place of the demo that names them ----
 CARD = "PF_CC"  # card terminal, V3 API
 WECHAT = "WX_APP"  # WeChat in an app, v1 API
-
-
-def family_of(channel: str) -> str:
-    """The API family (v3 or v1) of the channels the demo plays."""
-    return "v3" if channel == CARD else "v1"
 
 
 # ---- the steps, in the order of STEPS below ----
@@ -95,7 +91,7 @@ def _play_pay(stage: Stage, conn: psycopg.Connection, i: int) -> None:
         "mchId": MCH_ID, "mchOrderNo": mch_order_no, "amount": amount, "currency": currency,
         "channel": channel, "status": 2, "notifyUrl": None if lost else stage.notify_url})
     pay_id = order.get("payOrderId")
-    record(conn, ExpectedOrder(MCH_ID, mch_order_no, amount, currency, channel, t, pay_id, family_of(channel)),
+    record(conn, ExpectedOrder(MCH_ID, mch_order_no, amount, currency, channel, t, pay_id, family_for_channel(channel)),
            stage.schedule)
     stage.report.pays[channel] = stage.report.pays.get(channel, 0) + 1
     if lost:
@@ -110,10 +106,10 @@ def _plant_differences(stage: Stage, conn: psycopg.Connection) -> None:
     tip = f"{_order_prefix(stage)}-TIP"
     order = stage.sim.call("POST", "orders", {"mchId": MCH_ID, "mchOrderNo": tip, "amount": 5500, "channel": CARD,
                                               "status": 2, "notifyUrl": stage.notify_url})
-    record(conn, ExpectedOrder(MCH_ID, tip, 5000, CAD, CARD, t, order["payOrderId"], family_of(CARD)), stage.schedule)
+    record(conn, ExpectedOrder(MCH_ID, tip, 5000, CAD, CARD, t, order["payOrderId"], family_for_channel(CARD)), stage.schedule)
     stage.report.pays[CARD] += 1
     # another: the checkout created an order the customer abandoned (never at the gateway)
-    record(conn, ExpectedOrder(MCH_ID, f"{_order_prefix(stage)}-ABANDONED", 2500, CAD, CARD, t, None, family_of(CARD)),
+    record(conn, ExpectedOrder(MCH_ID, f"{_order_prefix(stage)}-ABANDONED", 2500, CAD, CARD, t, None, family_for_channel(CARD)),
            stage.schedule)
 
 

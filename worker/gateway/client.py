@@ -37,7 +37,8 @@ from worker.gateway.errors import (
     GatewayNetworkError,
 )
 from worker.iotpay import signature
-from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, Family, Notify, parse_params
+from worker.iotpay.channels import Family
+from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, Notify, parse_params
 from worker.merchants import Merchant, Merchants
 
 DEFAULT_TIMEOUT_SECONDS = 10.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -18,17 +18,10 @@ from psycopg.rows import dict_row
 from worker import db
 from worker.errors import ValidationError
 from worker.gateway.schedule import Schedule
-from worker.iotpay.notify import CURRENCIES, V3_CURRENCIES
+from worker.iotpay.channels import CURRENCIES, FAMILIES, V3_CURRENCIES, Family, family_for_channel
 from worker.sqlfiles import q
 
-V3_CHANNELS = frozenset({"PF_CC", "UPI_EX"})
 FIELDS = ("mchId", "mchOrderNo", "payOrderId", "amount", "currency", "channel", "createdAt", "family")
-Family = Literal["v3", "v1"]
-
-
-def family_for_channel(channel: str) -> Family:
-    """Which API family answers for a channel: V3 for cards (PF_CC, UPI_EX), v1 for the rest."""
-    return "v3" if channel in V3_CHANNELS else "v1"
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ class ExpectedOrder:
         if currency not in CURRENCIES:
             raise ValidationError("currency", f"must be CAD or USD, got {currency!r}")
         family = _text(data, "family", required=False) or family_for_channel(channel or "")
-        if family not in ("v3", "v1"):
+        if family not in FAMILIES:
             raise ValidationError("family", f"must be v3 or v1, got {family!r}")
         if family == "v3" and currency not in V3_CURRENCIES:
             raise ValidationError("currency", f"V3 orders are CAD only, got {currency!r}")

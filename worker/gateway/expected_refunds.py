@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from worker import db
 from worker.errors import ValidationError
 from worker.gateway.expected import _text
-from worker.iotpay.notify import CURRENCIES
+from worker.iotpay.channels import CURRENCIES
 from worker.sqlfiles import q
 
 FIELDS = ("mchId", "mchRefundNo", "originalOrderId", "amount", "currency", "requestedAt")

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from worker.config import DEFAULT_SWEEP_GIVE_UP_SECONDS
-
-POS_CHANNELS = frozenset({"CC_PAX"})
+from worker.iotpay.channels import POS_CHANNELS
 
 
 @dataclass(frozen=True)

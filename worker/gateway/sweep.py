@@ -35,9 +35,9 @@ from worker import db, logs
 from worker.errors import IotLedgerError, RetryableError
 from worker.gateway.client import GatewayAnswer, GatewayClient
 from worker.gateway.errors import GatewayFailError, GatewayNetworkError
-from worker.gateway.expected import V3_CHANNELS
 from worker.gateway.ratelimit import RateLimiter
 from worker.gateway.schedule import PARKED_STEPS, Schedule
+from worker.iotpay.channels import family_for_channel
 from worker.ledger.posting import post_notify
 from worker.sqlfiles import q
 
@@ -76,7 +76,7 @@ class SweepReport:
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class QueryResult:
     """The result of one query task, applied to the report by the coordinating thread."""
 
     kind: str  # paid | failed | pending | rejected | error (no usable answer)
@@ -131,11 +131,11 @@ def _run(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, client: Ga
     report.due = len(expected) + len(parked)
     run_id = conn.execute(q("sweep_run_start"), {"now": now, "concurrency": concurrency}).fetchone()[0]
 
-    def task(fn: Callable[..., _Outcome], row: dict[str, Any]) -> _Outcome:
+    def task(fn: Callable[..., QueryResult], row: dict[str, Any]) -> QueryResult:
         with pool.connection() as task_conn:  # one connection per task: post, then record
             return fn(task_conn, client, row, now, schedule, limiter)
 
-    tasks: list[Callable[[], _Outcome]] = [
+    tasks: list[Callable[[], QueryResult]] = [
         (lambda r=row: task(_sweep_expected, r)) for row in expected
     ] + [(lambda r=row: task(_sweep_parked, r)) for row in parked]
     if tasks:
@@ -145,7 +145,7 @@ def _run(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, client: Ga
     conn.execute(q("sweep_run_finish"), {"id": run_id, "counts": Jsonb(report.counts())})
 
 
-def _tally(report: SweepReport, result: _Outcome) -> None:
+def _tally(report: SweepReport, result: QueryResult) -> None:
     if result.kind == "error":
         report.errors += 1
     else:
@@ -162,8 +162,8 @@ def _discover_parked(conn: psycopg.Connection, now: datetime, schedule: Schedule
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(q("sweep_parked_unqueried")).fetchall()
         for row in rows:
-            family = row["expected_family"] or ("v1" if row["v1_fields"] else
-                                                "v3" if row["channel"] in V3_CHANNELS or row["channel"] is None else "v1")
+            family = row["expected_family"] or ("v1" if row["v1_fields"] else  # channelId: a v1 notify's field
+                                                "v3" if row["channel"] is None else family_for_channel(row["channel"]))
             # the refund is here and its pay is not: the pay's notify is late or lost, so ask now
             cur.execute(q("sweep_parked_insert"), {
                 "original_order_id": row["original_order_id"], "mch_id": row["mch_id"], "family": family,
@@ -220,7 +220,7 @@ def _save(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> None:
 
 
 def _sweep_expected(conn: psycopg.Connection, client: GatewayClient, row: dict[str, Any], now: datetime,
-                    schedule: Schedule, limiter: RateLimiter | None) -> _Outcome:
+                    schedule: Schedule, limiter: RateLimiter | None) -> QueryResult:
     ids = {"pay_order_id": row["pay_order_id"]} if row["pay_order_id"] else {"mch_order_no": row["mch_order_no"]}
     who = {"mch_id": row["mch_id"], "mch_order_no": row["mch_order_no"]}
     record = {**who, "now": now, "last_status": None, "last_error": None, "pay_order_id": row["pay_order_id"],
@@ -261,11 +261,11 @@ def _sweep_expected(conn: psycopg.Connection, client: GatewayClient, row: dict[s
             log.warning("sweep.gave_up", kind="expected", **{k: v for k, v in gave_up.items() if k not in who}, **who,
                         age_seconds=int((now - row["created_at"]).total_seconds()))
     _save(conn, "sweep_record_expected", record)
-    return _Outcome(kind, released, gave_up)
+    return QueryResult(kind, released, gave_up)
 
 
 def _sweep_parked(conn: psycopg.Connection, client: GatewayClient, row: dict[str, Any], now: datetime,
-                  schedule: Schedule, limiter: RateLimiter | None) -> _Outcome:
+                  schedule: Schedule, limiter: RateLimiter | None) -> QueryResult:
     original = row["original_order_id"]
     record = {"original_order_id": original, "now": now, "last_status": None, "last_error": None,
               "next_query_at": None, "resolved_at": None, "gave_up_at": None}
@@ -314,7 +314,7 @@ def _sweep_parked(conn: psycopg.Connection, client: GatewayClient, row: dict[str
             log.warning("sweep.gave_up", kind="parked_original", **gave_up,
                         age_seconds=int((now - row["first_parked_at"]).total_seconds()))
     _save(conn, "sweep_record_parked", record)
-    return _Outcome(kind, released, gave_up)
+    return QueryResult(kind, released, gave_up)
 
 
 def next_due(pool: psycopg_pool.ConnectionPool) -> datetime | None:

@@ -1,1 +1,2 @@
-"""The IOTPay protocol: signatures, notifies, order statuses. No I/O here."""
+"""The IOTPay protocol: notify bodies, their authentication and fields, signatures, channels and
+families, order statuses. No I/O here."""

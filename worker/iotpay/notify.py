@@ -1,5 +1,6 @@
-"""Parse a V3 JSON notify or a v1 notify (form fields, all strings) into one typed value.
+"""Validate a V3 JSON notify or a v1 notify (form fields, all strings) into one typed value.
 
+The fields come decoded from worker/iotpay/body.py (a notify body), or from a gateway answer.
 Every validation error names the field and the problem. Unknown fields are kept, since they
 are part of the signed text; the raw body is kept too. A card number that arrives unmasked is
 masked in the typed value and in `fields`.
@@ -7,22 +8,18 @@ masked in the typed value and in `fields`.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
-from urllib.parse import parse_qsl
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from worker.errors import ValidationError
+from worker.iotpay.body import decode_body, detect_family
 from worker.iotpay.cards import mask_pan
+from worker.iotpay.channels import CURRENCIES, V3_CURRENCIES, Family
 
-Family = Literal["v3", "v1"]
 PAY_TYPES = frozenset({"pay", "refund", "void"})
-CURRENCIES = frozenset({"CAD", "USD"})
-V3_CURRENCIES = frozenset({"CAD"})
 KNOWN_FIELDS = frozenset(
     {
         "payOrderId", "mchId", "mchOrderNo", "originalOrderId", "amount", "currency", "payType",
@@ -145,12 +142,6 @@ def parse_pay_succ_time(value: Any, gateway_tz: ZoneInfo, *, now: datetime | Non
     return when
 
 
-def detect_family(params: dict[str, Any]) -> Family:
-    """v1 notifies carry only strings (form fields); V3 carries JSON numbers."""
-    values = [v for k, v in params.items() if k != "sign"]
-    return "v1" if all(isinstance(v, str) for v in values) else "v3"
-
-
 def parse_params(params: dict[str, Any], gateway_tz: ZoneInfo, *, raw: bytes = b"", family: Family | None = None,
                  max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> Notify:
     """Validate a decoded notify. Raises ValidationError naming the field.
@@ -213,122 +204,8 @@ def parse_params(params: dict[str, Any], gateway_tz: ZoneInfo, *, raw: bytes = b
     )
 
 
-# A notify is flat; a little nesting is tolerated (signed as JSON text), thousands of brackets are not.
-MAX_JSON_DEPTH = 32
-# digits of a JSON integer: far beyond any amount, far below Python's int-parsing limit
-MAX_INT_DIGITS = 40
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object whose keys are unique: a repeated key makes the signed text ambiguous."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValidationError("body", f"key {key[:40]!r} appears twice")
-        out[key] = value
-    return out
-
-
-def _int_text(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValidationError("body", f"a number has more than {MAX_INT_DIGITS} digits")
-    return int(text)
-
-
-def _float_text(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValidationError("body", "a number is out of range")
-    return value
-
-
-def _constant(name: str) -> float:
-    raise ValidationError("body", f"{name} is not JSON")
-
-
-def _check_text(value: str) -> None:
-    # A NUL character is left alone here: it signs and stores as bytes; PostgreSQL refuses it in
-    # a text, so the worker records that notify as failed, naming it (it was the gateway's word).
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError("body", "a field is not valid Unicode (a lone surrogate)") from None
-
-
-def _check_values(data: Any) -> None:
-    """Depth at most MAX_JSON_DEPTH, every text storable and signable. Iterative: no recursion to exhaust."""
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, str):
-            _check_text(value)
-        elif isinstance(value, (dict, list)):
-            if depth > MAX_JSON_DEPTH:
-                raise ValidationError("body", f"nested deeper than {MAX_JSON_DEPTH} levels")
-            if isinstance(value, dict):
-                for key in value:
-                    _check_text(key)
-                stack.extend((v, depth + 1) for v in value.values())
-            else:
-                stack.extend((v, depth + 1) for v in value)
-
-
-def load_json(text: str, field: str = "body") -> Any:
-    """Strict JSON: no repeated key, no NaN or Infinity, no number out of range, no lone surrogate
-    in a text (it cannot be signed or stored), at most MAX_JSON_DEPTH deep. Raises
-    ValidationError(field, ...)."""
-    try:
-        data = json.loads(text, object_pairs_hook=_pairs, parse_int=_int_text, parse_float=_float_text,
-                          parse_constant=_constant)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(field, f"invalid JSON ({exc.msg} at char {exc.pos})") from None
-    except RecursionError:  # the C parser recurses per bracket; thousands of them end here
-        raise ValidationError(field, f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except ValidationError as exc:
-        raise ValidationError(field, exc.problem) from None
-    try:
-        _check_values(data)
-    except ValidationError as exc:
-        raise ValidationError(field, exc.problem) from None
-    return data
-
-
-def decode_body(raw: bytes, content_type: str | None) -> tuple[Family, dict[str, Any]]:
-    """Decode an HTTP notify body: JSON (V3) or form fields (v1, optionally `params=<json>`).
-
-    Raises ValidationError("body", ...) when it is neither, and for JSON load_json refuses.
-    """
-    ctype = (content_type or "").split(";")[0].strip().lower()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValidationError("body", "not UTF-8 text") from None
-    stripped = text.lstrip()
-    if ctype == "application/json" or (not ctype and stripped.startswith("{")):
-        data = load_json(text)
-        if not isinstance(data, dict):
-            raise ValidationError("body", "JSON body must be an object")
-        return "v3", data  # IOTPay notifies V3 as JSON and v1 as form fields, whatever the values' types
-    if ctype in ("application/x-www-form-urlencoded", "") and "=" in text:
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, encoding="utf-8", errors="strict")
-        except (ValueError, UnicodeDecodeError):
-            raise ValidationError("body", "malformed form body") from None
-        form = dict(pairs)
-        if len(form) != len(pairs):
-            raise ValidationError("body", "a form field appears twice")
-        _check_values(form)
-        if set(form) == {"params"}:  # v1 request style: params=<json>
-            inner = load_json(form["params"], "params")
-            if not isinstance(inner, dict):
-                raise ValidationError("params", "must be a JSON object")
-            return detect_family(inner), inner
-        return "v1", form
-    raise ValidationError("body", f"neither JSON nor form fields (Content-Type {content_type or 'missing'!r})")
-
-
 def parse_body(raw: bytes, content_type: str | None, gateway_tz: ZoneInfo, *,
                max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> Notify:
     """Decode and validate an HTTP notify body. Raises ValidationError naming the field."""
-    family, params = decode_body(raw, content_type)
-    return parse_params(params, gateway_tz, raw=raw, family=family, max_amount=max_amount)
+    body = decode_body(raw, content_type)
+    return parse_params(body.params, gateway_tz, raw=raw, family=body.family, max_amount=max_amount)

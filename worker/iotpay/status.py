@@ -9,8 +9,8 @@ FAILED_STATUSES = frozenset({4, 9})
 PENDING_STATUSES = frozenset({0, 1})
 
 
-class Outcome(str, Enum):
-    """What an order status means for us."""
+class PayStatus(str, Enum):
+    """What an order's status value means for us."""
 
     SUCCESS = "success"  # 2, 3: post it
     PENDING = "pending"  # 0, 1: record, do not post, ask again later
@@ -18,17 +18,17 @@ class Outcome(str, Enum):
     UNKNOWN = "unknown"  # anything undocumented: keep it, log it, treat as not final
 
 
-def outcome(status: int) -> Outcome:
-    """Classify a gateway status value."""
+def classify(status: int) -> PayStatus:
+    """What a gateway status value means."""
     if status in SUCCESS_STATUSES:
-        return Outcome.SUCCESS
+        return PayStatus.SUCCESS
     if status in PENDING_STATUSES:
-        return Outcome.PENDING
+        return PayStatus.PENDING
     if status in FAILED_STATUSES:
-        return Outcome.FAILED
-    return Outcome.UNKNOWN
+        return PayStatus.FAILED
+    return PayStatus.UNKNOWN
 
 
 def is_final(status: int) -> bool:
     """True when the gateway will not change this order's status any more."""
-    return outcome(status) in (Outcome.SUCCESS, Outcome.FAILED)
+    return classify(status) in (PayStatus.SUCCESS, PayStatus.FAILED)

@@ -1,46 +1,71 @@
-"""Verify-and-post: the one path every notify takes into the ledger.
+"""The one door a notify takes into the ledger: authenticate, validate, post.
 
-The dramatiq actor, `iotledger ingest`, replay and the sweep all call `verify_and_post`, so a
-notify is checked and posted the same way whichever door it came through.
+The dramatiq actor and `iotledger replay` (worker/pipeline/process.py, an inbox row) and
+`iotledger ingest` (worker/ledger/notify_file.py, a line of a file) all call `verify_and_post`,
+so a notify is checked and posted the same way whichever way it came. (The sweep posts the
+gateway's answers to its own queries, which the gateway client verifies, with
+posting.post_notify.)
+
+A body the ingress authenticated (`verified_at`) is taken on that check where it cannot be
+checked again: its card number was masked before it was stored (the sign covered the full
+number), or the key that signed it was removed from the merchant's keys after IOTPay had been
+answered `success` (posted with a warning). The merchant must still be configured.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import psycopg
 
-from worker.iotpay import signature
-from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, Family, Notify, parse_params
+from worker import logs
+from worker.errors import SignatureError, ValidationError
+from worker.iotpay.authentication import authenticate
+from worker.iotpay.body import NotifyBody
+from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, Notify, parse_params
 from worker.ledger.outcome import PostResult
 from worker.ledger.posting import post_notify
 from worker.merchants import Merchants
 
+log = logs.get("worker.ledger")
 
-def verify(params: dict[str, Any], merchants: Merchants, gateway_tz: ZoneInfo, *, raw: bytes = b"",
-           family: Family | None = None, max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> Notify:
-    """Check merchant, signature and fields; return the typed notify.
+
+def verify(body: NotifyBody, merchants: Merchants, gateway_tz: ZoneInfo, *, max_amount: int = DEFAULT_MAX_AMOUNT_CENTS,
+           verified_at: datetime | None = None, pan_masked: bool = False) -> Notify:
+    """Authenticate the body (or rely on the ingress's check, see above) and validate its fields.
 
     Raises UnknownMerchantError, ValidationError (names the field) or SignatureError.
     """
-    mch_id = params.get("mchId")
-    if mch_id is None or mch_id == "":
-        from worker.errors import ValidationError
+    authenticated = False
+    if pan_masked:
+        if verified_at is None:  # the inbox forbids it; kept as a guard for rows written by hand
+            raise ValidationError("sign", "body was masked but never verified")
+    else:
+        try:
+            authenticate(body.params, merchants)
+            authenticated = True
+        except SignatureError:
+            if verified_at is None:
+                raise
+            # The ingress verified this body and IOTPay was told `success`: the notify is ours to keep.
+            # A sign that no longer verifies means the key was rotated out since; post it, say so.
+            log.warning("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
+                        verified_at=verified_at.isoformat())
+    notify = parse_params(body.params, gateway_tz, raw=body.raw, family=body.family, max_amount=max_amount)
+    if not authenticated:
+        merchants.require(notify.mch_id)  # taken on the ingress's check, of a merchant still configured
+    return notify
 
-        raise ValidationError("mchId", "missing")
-    merchant = merchants.require(str(mch_id))
-    signature.verify(params, merchant.keys)
-    return parse_params(params, gateway_tz, raw=raw, family=family, max_amount=max_amount)
 
+def verify_and_post(conn: psycopg.Connection, body: NotifyBody, merchants: Merchants, gateway_tz: ZoneInfo, *,
+                    source: str = "notify", max_amount: int = DEFAULT_MAX_AMOUNT_CENTS,
+                    verified_at: datetime | None = None, pan_masked: bool = False) -> PostResult:
+    """Verify a notify and post it in its own transaction.
 
-def verify_and_post(conn: psycopg.Connection, params: dict[str, Any], merchants: Merchants, gateway_tz: ZoneInfo, *,
-                    source: str = "notify", raw: bytes = b"", family: Family | None = None,
-                    max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> PostResult:
-    """Verify a signed notify and post it in its own transaction.
-
+    verified_at and pan_masked say what the ingress checked and stored (see above).
     Raises PermanentError subclasses for a bad notify (nothing posted) and RetryableError when
     the database is unavailable.
     """
-    notify = verify(params, merchants, gateway_tz, raw=raw, family=family, max_amount=max_amount)
+    notify = verify(body, merchants, gateway_tz, max_amount=max_amount, verified_at=verified_at, pan_masked=pan_masked)
     return post_notify(conn, notify, source=source)

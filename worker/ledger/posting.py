@@ -27,8 +27,7 @@ from psycopg.types.json import Jsonb
 from worker import db, logs
 from worker.errors import PermanentError
 from worker.iotpay.notify import Notify
-from worker.iotpay.status import Outcome as Status
-from worker.iotpay.status import outcome as status_outcome
+from worker.iotpay.status import PayStatus, classify
 from worker.ledger.outcome import Outcome, PostResult
 from worker.sqlfiles import q
 
@@ -104,8 +103,8 @@ def _order_params(n: Notify, fp: str, state: str, reason: str | None, source: st
 
 
 def _state_for(status: int) -> str:
-    return {Status.PENDING: "pending", Status.FAILED: "failed", Status.UNKNOWN: "unknown"}.get(
-        status_outcome(status), "pending"
+    return {PayStatus.PENDING: "pending", PayStatus.FAILED: "failed", PayStatus.UNKNOWN: "unknown"}.get(
+        classify(status), "pending"
     )
 
 
@@ -113,7 +112,7 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
     fp = fingerprint(n)
     cur.execute(q("order_for_update"), {"pay_order_id": n.pay_order_id})
     existing = cur.fetchone()
-    success = status_outcome(n.status) is Status.SUCCESS
+    success = classify(n.status) is PayStatus.SUCCESS
     params = _order_params(n, fp, _state_for(n.status), None, source)
 
     if existing is None:
@@ -205,7 +204,7 @@ def _regression(cur: psycopg.Cursor, n: Notify, existing: dict[str, Any], source
                 reason: str | None = None) -> PostResult:
     """The gateway moved a final (or success) order backwards: record it for a person; change nothing."""
     recorded, received = existing["status"], n.status
-    reason = reason or (f"gateway reports status {received} ({status_outcome(received).value}) for an order "
+    reason = reason or (f"gateway reports status {received} ({classify(received).value}) for an order "
                         f"recorded {existing['state']} with status {recorded}; the ledger is unchanged, a person decides")
     _exception(cur, n.pay_order_id, "status_regression", reason, {
         "recorded_status": recorded, "received_status": received, "state": existing["state"], "source": source,

@@ -5,7 +5,7 @@
     limiter.py     refusals per source address
     inbox.py       the inbox table: store once, states, outcomes
     messages.py    the notify messages: sent by actor name, the age of the oldest waiting
-    process.py     one inbox row through verify-and-post (actor and replay share it)
+    process.py     one inbox row through the ledger's intake (actor and replay share it)
     actors.py      the dramatiq actors; workers.py is the module `dramatiq` loads
     redrive.py     rows not done after an age are queued again
     metrics.py     the ingress's Prometheus metrics and the inbox gauges

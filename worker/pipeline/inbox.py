@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from worker import db
 from worker.errors import RetryableError
+from worker.iotpay.channels import Family
 from worker.pipeline.screening import Screened
 from worker.sqlfiles import q
 
@@ -33,7 +34,7 @@ class InboxRow:
     body: bytes
     pan_masked: bool
     content_type: str | None
-    family: str
+    family: Family  # as the ingress decoded the body when it arrived
     remote_addr: str | None
     mch_id: str | None
     pay_order_id: str | None

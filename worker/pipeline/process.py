@@ -1,11 +1,9 @@
 """One inbox row through the ledger: the actor and `iotledger replay` both call `handle`.
 
-The row's body is decoded and verified again (merchant, sign, fields) and posted by
-worker.ledger.intake.verify_and_post. A body stored with its card number masked cannot be
-verified again (the sign covered the full number): it was verified at the ingress
-(`verified_at`), so only merchant and fields are checked before posting. Likewise a row the
-ingress verified whose sign no longer verifies (the merchant's old key was removed after
-IOTPay had been answered) is posted on the ingress's verification, with a warning.
+The row's body is decoded with the family the ingress found and stored, and goes through the
+ledger's one door, worker.ledger.intake.verify_and_post, with what the ingress checked
+(`verified_at`) and whether it masked a card number (`pan_masked`): intake decides what can
+be verified again.
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ import structlog
 
 from worker import db
 from worker.config import Settings
-from worker.errors import PermanentError, SignatureError, ValidationError
-from worker.iotpay.notify import decode_body, parse_params
-from worker.ledger import intake, posting
+from worker.errors import PermanentError
+from worker.iotpay.body import decode_body
+from worker.ledger import intake
 from worker.ledger.outcome import PostResult
 from worker.pipeline import inbox
 from worker.pipeline.inbox import InboxRow
@@ -47,33 +45,15 @@ class InboxRowMissing(PermanentError):
 
 
 def post_row(conn: psycopg.Connection, row: InboxRow, settings: Settings) -> PostResult:
-    """Decode, verify and post one row's body.
+    """Decode one row's body and post it through the ledger's intake.
 
     Raises PermanentError subclasses for a bad body (nothing posted), RetryableError when
     PostgreSQL is unavailable.
     """
-    family, params = decode_body(row.body, row.content_type)
-    if row.pan_masked:
-        if row.verified_at is None:  # the table forbids it; kept as a guard for rows written by hand
-            raise ValidationError("sign", "body was masked but never verified")
-        notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family,
-                              max_amount=settings.max_amount_cents)
-        settings.merchants.require(notify.mch_id)
-        return posting.post_notify(conn, notify, source="notify")
-    try:
-        return intake.verify_and_post(conn, params, settings.merchants, settings.gateway_tz, source="notify",
-                                      raw=row.body, family=family, max_amount=settings.max_amount_cents)
-    except SignatureError:
-        if row.verified_at is None:
-            raise
-        # The ingress verified this body and IOTPay was told `success`: the notify is ours to keep.
-        # A sign that no longer verifies means the key was rotated out since; post it, say so.
-        log.warning("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
-                    verified_at=row.verified_at.isoformat())
-        notify = parse_params(params, settings.gateway_tz, raw=row.body, family=family,
-                              max_amount=settings.max_amount_cents)
-        settings.merchants.require(notify.mch_id)
-        return posting.post_notify(conn, notify, source="notify")
+    body = decode_body(row.body, row.content_type, family=row.family)
+    return intake.verify_and_post(conn, body, settings.merchants, settings.gateway_tz, source="notify",
+                                  max_amount=settings.max_amount_cents, verified_at=row.verified_at,
+                                  pan_masked=row.pan_masked)
 
 
 def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force: bool = False) -> Handled:

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from worker.errors import ValidationError
 from worker.iotpay.cards import mask_pan
+from worker.iotpay.channels import CURRENCIES, FAMILIES, V3_CURRENCIES, family_for_channel
 from worker.simulator import wire
 from worker.simulator.gateway import cents
 from worker.simulator.notifier import NotifyPolicy
-from worker.simulator.store import SimError, SimOrder, after, family_of_channel
+from worker.simulator.store import SimError, SimOrder, after
 
 if TYPE_CHECKING:
     from worker.simulator.app import Simulator
@@ -93,11 +94,11 @@ def create_order(sim: Simulator, spec: dict[str, Any]) -> SimOrder:
     if mch_id not in sim.merchants:
         raise ValidationError("mchId", f"merchant {mch_id!r} not configured in the simulator")
     channel = str(spec.get("channel") or "PF_CC")
-    family = spec.get("family") or family_of_channel(channel)
-    if family not in ("v3", "v1"):
+    family = spec.get("family") or family_for_channel(channel)
+    if family not in FAMILIES:
         raise ValidationError("family", "must be v3 or v1")
     currency = str(spec.get("currency") or "CAD")
-    if currency not in ("CAD", "USD") or (family == "v3" and currency != "CAD"):
+    if currency not in CURRENCIES or (family == "v3" and currency not in V3_CURRENCIES):
         raise ValidationError("currency", f"{currency!r} not supported for {family}")
     status = _int_field(spec, "status", 0)
     now = _time_field(spec, "createdAt") or sim.clock.now()

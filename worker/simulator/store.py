@@ -14,13 +14,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
+from worker.iotpay.channels import POS_CHANNELS, Family
 from worker.iotpay.status import is_final
-
-SimFamily = Literal["v3", "v1"]
-V3_CHANNELS = frozenset({"PF_CC", "UPI_EX"})
-POS_CHANNELS = frozenset({"CC_PAX"})
 
 
 class SimError(Exception):
@@ -32,7 +29,7 @@ class SimOrder:
     """One order at the simulated gateway."""
 
     pay_order_id: str
-    family: SimFamily
+    family: Family
     mch_id: str
     mch_order_no: str
     channel: str
@@ -112,7 +109,7 @@ class OrderStore:
             return iter([replace(o) for o in self._orders.values()])
 
     # ---------------------------------------------------------------- writing
-    def new_id(self, family: SimFamily, channel: str, pay_type: str = "pay") -> str:
+    def new_id(self, family: Family, channel: str, pay_type: str = "pay") -> str:
         """A fresh gateway id with the observed prefixes (PC, CP, P, RP), reproducible by seed."""
         prefix = "RP" if pay_type != "pay" else "PC" if family == "v3" else "CP" if channel in POS_CHANNELS else "P0"
         with self._lock:
@@ -238,11 +235,6 @@ class OrderStore:
     def _final(self, order: SimOrder) -> None:
         if self.on_final is not None:
             self.on_final(order)
-
-
-def family_of_channel(channel: str) -> SimFamily:
-    """V3 for the card channels (PF_CC, UPI_EX), v1 for everything else (WeChat, Alipay, POS...)."""
-    return "v3" if channel in V3_CHANNELS else "v1"
 
 
 def after(now: datetime, seconds: float | None) -> datetime | None:

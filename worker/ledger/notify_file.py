@@ -1,4 +1,5 @@
-"""`iotledger ingest`: JSON lines of notifies, as IOTPay sent them, through verify-and-post.
+"""A file of notifies for `iotledger ingest`: JSON lines, as IOTPay sent them, each through the
+ledger's intake (verify and post).
 
 Also the backfill and replay tool: posting is idempotent, so feeding the same file twice posts
 nothing new.
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from worker.errors import PermanentError
+from worker.iotpay.body import NotifyBody
 from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS
 from worker.ledger.intake import verify_and_post
 from worker.ledger.outcome import Outcome
@@ -67,7 +69,8 @@ def ingest_lines(conn: psycopg.Connection, lines: Iterable[str], merchants: Merc
             continue
         order_id = params.get("payOrderId") if isinstance(params.get("payOrderId"), str) else None
         try:
-            result = verify_and_post(conn, params, merchants, gateway_tz, source="ingest", max_amount=max_amount)
+            result = verify_and_post(conn, NotifyBody.from_params(params), merchants, gateway_tz, source="ingest",
+                                     max_amount=max_amount)
         except PermanentError as exc:
             summary.add(line_no, "rejected", order_id, str(exc))
             continue
