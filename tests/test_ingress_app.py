@@ -186,7 +186,7 @@ def test_refusals_answer_4xx_with_a_reason_and_store_and_queue_nothing(stack, ma
     assert stack.rows() == [] and stack.queued() == 0
     assert sample("iotledger_notify_refused_total", reason=label) - before == 1
     assert f'iotledger_notify_refused_total{{reason="{label}"}}' in metrics
-    [line] = [e for e in logs if e["event"] == "notify refused"]
+    [line] = [e for e in logs if e["event"] == "ingress.refused"]
     assert line["reason"] == label and line["remote_addr"] == "198.51.100.7"
     assert KEY not in repr(logs) and OLD_KEY not in repr(logs)
 

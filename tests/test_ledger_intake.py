@@ -48,8 +48,7 @@ def test_a_key_removed_since_the_ingress_verified_is_taken_on_its_word_with_a_wa
     with structlog.testing.capture_logs() as logs:
         assert verify(body, ROTATED, TZ, verified_at=VERIFIED).pay_order_id == "PC3"
     assert [(e["event"], e["verified_at"]) for e in logs] == [
-        ("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
-         VERIFIED.isoformat())]
+        ("intake.key_rotated_out", VERIFIED.isoformat())]
 
 
 def test_a_masked_body_needs_the_ingress_check_and_a_merchant_still_configured():

@@ -104,3 +104,16 @@ def test_dramatiq_worker_processes_never_glue_records(tmp_path):
     log_file = tmp_path / "worker.log"
     subprocess.run([sys.executable, "-c", DRAMATIQ_PIPES, str(log_file)], env=_env(), check=True, timeout=120)
     _check(log_file.read_text(encoding="utf-8").splitlines())
+
+
+def test_every_event_name_is_area_dot_event():
+    """One style for log event names: `area.event`, dotted snake case (README, Logging)."""
+    import re
+    from pathlib import Path
+
+    call = re.compile(r"\blog\.(?:debug|info|warning|error|exception|critical)\(\s*([\"'])(.*?)\1")
+    root = Path(__file__).resolve().parents[1] / "worker"
+    names = {(str(p), m.group(2)) for p in root.rglob("*.py") for m in call.finditer(p.read_text())}
+    assert len(names) > 30  # the pattern still finds the calls
+    bad = sorted((path, name) for path, name in names if not re.fullmatch(r"[a-z_]+\.[a-z_]+", name))
+    assert bad == []

@@ -41,7 +41,7 @@ def test_a_row_posts_once_then_is_skipped_and_a_forced_replay_posts_nothing_new(
         first = process.handle(conn, i, settings)
     assert (first.outcome, first.pay_order_id, first.skipped) == ("posted", "PC1", False)
     # the posting code's own log lines carry the inbox id bound by the pipeline
-    assert any(e.get("inbox_id") == i and e.get("pay_order_id") == "PC1" for e in logs if e["event"] != "notify processed")
+    assert any(e.get("inbox_id") == i and e.get("pay_order_id") == "PC1" for e in logs if e["event"] != "worker.processed")
     assert process.handle(conn, i, settings).skipped
     again = process.handle(conn, i, settings, force=True)
     assert again.outcome == "duplicate"

@@ -71,7 +71,7 @@ def test_transient_errors_are_retried_and_exhausted_retries_are_recorded_in_post
     assert rows(db_url)[a][:2] == ("done", "posted")
     assert entries(db_url) == [("PCA1", "pay", 100, None)]  # the dead one posted nothing
     log = (tmp_path / "worker.log").read_text()
-    assert '"event": "notify retry"' in log and '"event": "notify dead"' in log
+    assert '"event": "worker.retry"' in log and '"event": "worker.dead"' in log
 
 
 @pytest.mark.slow

@@ -50,8 +50,8 @@ def verify(body: NotifyBody, merchants: Merchants, gateway_tz: ZoneInfo, *, max_
                 raise
             # The ingress verified this body and IOTPay was told `success`: the notify is ours to keep.
             # A sign that no longer verifies means the key was rotated out since; post it, say so.
-            log.warning("signature no longer verifies; posting on the ingress's verification (merchant key removed?)",
-                        verified_at=verified_at.isoformat())
+            log.warning("intake.key_rotated_out", verified_at=verified_at.isoformat(),
+                        detail="the signature no longer verifies; posted on the ingress's verification")
     notify = parse_params(body.params, gateway_tz, raw=body.raw, family=body.family, max_amount=max_amount)
     if not authenticated:
         merchants.require(notify.mch_id)  # taken on the ingress's check, of a merchant still configured

@@ -50,12 +50,12 @@ def process_notify(pool: psycopg_pool.ConnectionPool, inbox_id: int, settings: S
         with db.translated(), pool.connection() as conn:
             handled = process.handle(conn, inbox_id, settings)
     except PermanentError as exc:
-        log.warning("notify failed", inbox_id=inbox_id, reason=str(exc))
+        log.warning("worker.failed", inbox_id=inbox_id, reason=str(exc))
         raise
     except RetryableError as exc:
-        log.warning("notify retry", inbox_id=inbox_id, error=str(exc))
+        log.warning("worker.retry", inbox_id=inbox_id, error=str(exc))
         raise
-    log.info("notify processed", inbox_id=inbox_id, pay_order_id=handled.pay_order_id, outcome=handled.outcome,
+    log.info("worker.processed", inbox_id=inbox_id, pay_order_id=handled.pay_order_id, outcome=handled.outcome,
              reason=handled.reason, skipped=handled.skipped)
 
 
@@ -63,14 +63,14 @@ def record_dead_notify(pool: psycopg_pool.ConnectionPool, message: dict[str, Any
     """Record in PostgreSQL that a message ran out of retries (not only in Redis's dead letters)."""
     args = message.get("args") or []
     if not args or not isinstance(args[0], int):
-        log.error("dead message without an inbox id", message_id=message.get("message_id"))
+        log.error("worker.dead_without_inbox_id", message_id=message.get("message_id"))
         return
     inbox_id = args[0]
     last = (message.get("options", {}).get("traceback") or "").strip().splitlines()
     reason = f"retries exhausted after {retry_info.get('retries', '?')} attempts: {last[-1] if last else 'unknown error'}"
     with pool.connection() as conn:
         inbox.mark_dead(conn, inbox_id, reason[:2000])
-    log.error("notify dead", inbox_id=inbox_id, reason=reason)
+    log.error("worker.dead", inbox_id=inbox_id, reason=reason)
 
 
 def declare(broker: dramatiq.Broker, settings: Settings, pool: Pool) -> dramatiq.Actor:

@@ -195,7 +195,7 @@ class Front:
             result = self.app(environ, start_response)
             body = b"".join(result)
         except Exception:  # a bug in the app: say so in the log, answer 500 (never for a client's input)
-            log.exception("ingress app failed", path=environ.get("PATH_INFO"))
+            log.exception("ingress.app_failed", path=environ.get("PATH_INFO"))
             close = getattr(result, "close", None)
             if close is not None:
                 close()

@@ -122,7 +122,7 @@ class Ingress:
             stored = self._store(screened, content_type, address)
         except RetryableError as exc:
             metrics.UNAVAILABLE.inc()
-            log.error("notify not stored", remote_addr=address, mch_id=screened.mch_id,
+            log.error("ingress.not_stored", remote_addr=address, mch_id=screened.mch_id,
                       pay_order_id=screened.pay_order_id, error=str(exc))
             return _reply(start_response, 503, b"inbox unavailable, try again", extra=[("Retry-After", "30")])
         if stored.duplicate:
@@ -130,7 +130,7 @@ class Ingress:
         else:
             metrics.ACCEPTED.labels(screened.family).inc()
         metrics.LATENCY.observe(time.perf_counter() - started)
-        log.info("notify stored", inbox_id=stored.id, pay_order_id=screened.pay_order_id, mch_id=screened.mch_id,
+        log.info("ingress.stored", inbox_id=stored.id, pay_order_id=screened.pay_order_id, mch_id=screened.mch_id,
                  duplicate=stored.duplicate, pan_masked=screened.pan_masked, remote_addr=address)
         body = screened.ack
         start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
@@ -165,7 +165,7 @@ class Ingress:
         metrics.REFUSED.labels(refusal.label).inc()
         count = self.limiter.record(address)
         if count <= self.limiter.per_minute:  # beyond, the address is cut off: one line said it
-            log.warning("notify refused", reason=refusal.label, status=refusal.status, detail=refusal.reason,
+            log.warning("ingress.refused", reason=refusal.label, status=refusal.status, detail=refusal.reason,
                         remote_addr=address, refusals_this_minute=count,
                         cut_off=count == self.limiter.per_minute)
         return _reply(start_response, refusal.status, refusal.reason.encode("utf-8"))
@@ -193,7 +193,7 @@ class Ingress:
             mark = inbox.mark_queued if stored.state == "received" else None  # a new row is stored 'queued'
         except RetryableError as exc:
             metrics.ENQUEUE_FAILED.inc()
-            log.warning("notify not queued, redrive will", inbox_id=stored.id, error=str(exc))
+            log.warning("ingress.not_queued", inbox_id=stored.id, error=str(exc))
             mark = inbox.mark_not_queued
         if mark is None:
             return

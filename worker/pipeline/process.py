@@ -79,7 +79,7 @@ def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force
             raise
         outcome = inbox.mark_done(conn, inbox_id, result.outcome.value, result.reason)
         if outcome != result.outcome.value:
-            log.info("inbox row was already done", first_outcome=outcome, this_outcome=result.outcome.value)
+            log.info("inbox.already_done", first_outcome=outcome, this_outcome=result.outcome.value)
         return Handled(inbox_id, result.pay_order_id or row.pay_order_id, result.outcome.value, result.reason)
 
 

@@ -55,6 +55,6 @@ def redrive_once(database_url: str, redis_url: str, settings: Settings, now: dat
             if len(ids) < BATCH:
                 break
     if total:
-        log.warning("inbox rows redriven", rows=total, older_than_seconds=settings.redrive_after_seconds)
+        log.warning("redrive.requeued", rows=total, older_than_seconds=settings.redrive_after_seconds)
     return total
 
