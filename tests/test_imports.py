@@ -42,3 +42,35 @@ def test_only_the_entry_points_import_the_composition_root():
 def test_the_database_boundary_imports_no_layer_of_the_project():
     project = {i for i in imported(WORKER / "db.py") if i.startswith("worker")}
     assert project <= {"worker.errors", "worker.errors.ConfigError", "worker.errors.RetryableError"}
+
+
+# the layers, lowest first (README, Architecture): a module imports only its own layer or lower ones
+LAYERS: dict[str, int] = {
+    "errors": 0, "db": 0, "sqlfiles": 0, "money": 0,
+    "iotpay": 1, "config": 1, "merchants": 1, "logs": 1, "services": 1, "migrations": 1,
+    "ledger": 2,
+    "pipeline": 3, "gateway": 3, "broker": 3, "simulator": 3,
+    "reports": 4,
+    "clock": 5, "demo": 5, "processes": 5, "runtime": 5, "pipeline.workers": 5,
+    "cli": 6,
+}
+
+
+def layer(dotted: str) -> int | None:
+    """The layer of worker.X[.Y...] (None for names outside the project)."""
+    parts = dotted.split(".")
+    if parts[0] != "worker" or len(parts) < 2:
+        return None
+    return LAYERS.get(".".join(parts[1:3]), LAYERS.get(parts[1]))
+
+
+def test_imports_run_one_way():
+    upward = []
+    for name, imports in modules().items():
+        dotted = name[:-3].replace("/", ".").removesuffix(".__init__")
+        mine = layer(dotted)
+        if mine is None:
+            continue
+        upward += [(name, i) for i in imports if (theirs := layer(i)) is not None and theirs > mine]
+    assert upward == []
+    assert layer("worker.ledger.posting") == 2 and layer("worker.pipeline.workers") == 5  # the table still applies

@@ -202,5 +202,5 @@ def test_a_row_acknowledged_under_a_key_removed_since_still_posts(conn, settings
     with structlog.testing.capture_logs() as logs:
         handled = process.handle(conn, i, rotated)
     assert (handled.outcome, handled.pay_order_id) == ("posted", "PC77")
-    assert any("no longer verifies" in e["event"] for e in logs)
+    assert any(e["event"] == "intake.key_rotated_out" and "no longer verifies" in e["detail"] for e in logs)
     assert conn.execute("SELECT amount FROM journal_entries WHERE pay_order_id = 'PC77'").fetchone() == (1200,)
