@@ -27,7 +27,7 @@ OPENING = timedelta(hours=8)  # the shop opens at 08:00
 EXTRA_EVENTS = 8  # room in the day for what follows the pays: a difference, refunds, a void
 
 
-def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path, *, orders: int = 24,
+def run_demo(settings: Settings, server_url: str, broker_url: str, out_dir: Path, *, orders: int = 24,
              seed: int = 7, fresh_database: bool = True, drop_database: bool = False, progress: TextIO | None = None,
              now: datetime | None = None) -> DemoReport:
     """Play the day and return its report. Raises DemoError when a step did not happen as planned.
@@ -37,7 +37,7 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
     """
     if orders < MIN_ORDERS:
         raise DemoError(f"--orders: at least {MIN_ORDERS}, got {orders}")
-    stage = _stage(settings, server_url, redis_url, out_dir, orders, seed, fresh_database,
+    stage = _stage(settings, server_url, broker_url, out_dir, orders, seed, fresh_database,
                    now or datetime.now(timezone.utc))
     report = stage.report
     with _progress(progress, [label for label, _ in STEPS]) as done:
@@ -57,7 +57,7 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
     return report
 
 
-def _stage(settings: Settings, server_url: str, redis_url: str, out_dir: Path, orders: int, seed: int,
+def _stage(settings: Settings, server_url: str, broker_url: str, out_dir: Path, orders: int, seed: int,
            fresh_database: bool, now: datetime) -> Stage:
     tz = settings.settlement_tz
     bd = business_day(last_closed_day(now, tz), tz)
@@ -68,7 +68,7 @@ def _stage(settings: Settings, server_url: str, redis_url: str, out_dir: Path, o
     sim = SimulatorControl(f"http://127.0.0.1:{sim_port}")
     client = GatewayClient(Merchants({MCH_ID: Merchant(MCH_ID, (key,), LOGIN)}), v3_base_url=sim.base + "/v3",
                            v1_base_url=sim.base + "/v1", gateway_tz=settings.gateway_tz)
-    return Stage(settings=settings, server_url=server_url, redis_url=redis_url, out_dir=out_dir, orders=orders,
+    return Stage(settings=settings, server_url=server_url, broker_url=broker_url, out_dir=out_dir, orders=orders,
                  seed=seed, now=now, bd=bd, key=key, fresh_database=fresh_database, report=report,
                  procs=ProcessGroup(data_dir),
                  schedule=Schedule(give_up_after=timedelta(seconds=settings.sweep_give_up_seconds)),
