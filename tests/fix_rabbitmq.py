@@ -1,0 +1,169 @@
+"""pytest plugin: RabbitMQ for the tests, the machine's or a node of the test's own.
+
+- `rabbitmq_url`: the machine's RabbitMQ (TEST_RABBITMQ_URL, default amqp://guest:guest@127.0.0.1:5672/);
+  each test uses its own queue (the `queue_name` fixture) and deletes it at the end with
+  `delete_queues`.
+- `rabbitmq_node`: a RabbitMQ node the test starts itself (`RabbitNode`), on free ports, with its
+  data under tmp_path, that it can stop and start again while its clients run; the machine's
+  node stays up.
+
+Where RabbitMQ (or the `rabbitmq-server` program) is not installed the tests that need it are
+skipped, naming what is missing; under CI=true they fail instead (as tests/fix_redis.py does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from worker.processes import free_port
+
+DEFAULT_TEST_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# the Debian/Ubuntu package's server script (the one in /usr/sbin switches to the rabbitmq user)
+SERVER_SCRIPTS = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/local/lib/rabbitmq/bin/rabbitmq-server")
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
+
+
+def _missing(reason: str) -> None:
+    if CI:
+        pytest.fail(f"{reason} (CI=true: RabbitMQ must be installed and running)")
+    pytest.skip(reason)
+
+
+def _answers(url: str) -> bool:
+    import pika
+    import pika.exceptions
+
+    from worker.broker import rabbitmq_url
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(rabbitmq_url(url))).close()
+        return True
+    except (pika.exceptions.AMQPError, OSError):
+        return False
+
+
+def delete_queues(url: str, queue_name: str) -> None:
+    """Delete a dramatiq queue and its delay and dead-letter queues (quietly, whatever is left)."""
+    import pika
+    import pika.exceptions
+
+    from worker.broker import rabbitmq_url
+
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url(url)))
+        try:
+            channel = connection.channel()
+            for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
+                channel.queue_delete(name)
+        finally:
+            connection.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """URL of the machine's RabbitMQ (skips, or fails under CI, when it does not answer)."""
+    url = os.environ.get("TEST_RABBITMQ_URL") or DEFAULT_TEST_RABBITMQ_URL
+    if not _answers(url):
+        _missing(f"no RabbitMQ answers at {url} (set TEST_RABBITMQ_URL)")
+    return url
+
+
+def server_script() -> str | None:
+    """The rabbitmq-server start script, or None when RabbitMQ is not installed."""
+    for path in SERVER_SCRIPTS:
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("rabbitmq-server")
+
+
+class RabbitNode:
+    """A RabbitMQ node of the test's own: its name, AMQP port and distribution port unique, its
+    database (durable queues, persistent messages) and logs under `folder`, kept across restarts."""
+
+    def __init__(self, script: str, folder: Path) -> None:
+        self.script = script
+        self.folder = folder
+        self.name = f"iotl_{uuid.uuid4().hex[:10]}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()  # the machine's node holds the default one, 25672
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.proc: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "enabled_plugins").write_text("[].\n")
+
+    def env(self) -> dict[str, str]:
+        return dict(
+            os.environ,
+            RABBITMQ_NODENAME=self.name,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_MNESIA_BASE=str(self.folder / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.folder / "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.folder / "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=str(self.folder / "rabbitmq"),  # none: the defaults
+            HOME=str(self.folder),  # its Erlang cookie
+        )
+
+    def start(self) -> None:
+        """Start the node and return once it accepts AMQP connections. Raises RuntimeError naming
+        its log when it exits or does not answer within START_TIMEOUT_S."""
+        log = open(self.folder / "server.out", "ab")
+        self.proc = subprocess.Popen([self.script], env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited with {self.proc.returncode}; see {self.folder}/server.out")
+            if _answers(self.url):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"rabbitmq-server did not answer within {START_TIMEOUT_S:.0f} s; see {self.folder}/server.out")
+
+    def stop(self) -> None:
+        """Stop the node as its service manager would (SIGTERM: a clean shutdown) and wait for it;
+        SIGKILL its process group when it does not stop in time."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what is left of its group (erl_child_setup, inet_gethost)
+
+    def restart(self) -> None:
+        """Stop the node and start it again on the same ports with the same data."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def rabbitmq_node(tmp_path: Path) -> Iterator[RabbitNode]:
+    """A running RabbitMQ node of this test's own (see RabbitNode), stopped at the end."""
+    script = server_script()
+    if script is None:
+        _missing("rabbitmq-server is not installed")
+    node = RabbitNode(script, tmp_path / "rabbitmq")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
