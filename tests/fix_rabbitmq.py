@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -25,14 +27,31 @@ from pathlib import Path
 
 import pytest
 
-from worker.processes import free_port
-
 DEFAULT_TEST_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the Debian/Ubuntu package's server script (the one in /usr/sbin switches to the rabbitmq user)
 SERVER_SCRIPTS = ("/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/local/lib/rabbitmq/bin/rabbitmq-server")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
+LOWEST_PORT = 10_000
+
+
+def stable_port() -> int:
+    """A free TCP port below the kernel's ephemeral range, so that while the node is down no
+    outgoing connection of this machine (its clients retrying, other tests' pools) is handed it
+    as a local port and its restart finds the port taken."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for port in random.sample(range(LOWEST_PORT, max(low, LOWEST_PORT + 1000)), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {LOWEST_PORT} and {low}")
 
 
 def _missing(reason: str) -> None:
@@ -96,8 +115,8 @@ class RabbitNode:
         self.script = script
         self.folder = folder
         self.name = f"iotl_{uuid.uuid4().hex[:10]}@localhost"
-        self.port = free_port()
-        self.dist_port = free_port()  # the machine's node holds the default one, 25672
+        self.port = stable_port()  # the same port again at a restart
+        self.dist_port = stable_port()  # the machine's node holds the default one, 25672
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         self.proc: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)
