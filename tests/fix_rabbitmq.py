@@ -27,6 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from worker import processes
+from worker.services import rabbitmq_answers
+
 DEFAULT_TEST_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the Debian/Ubuntu package's server script (the one in /usr/sbin switches to the rabbitmq user)
@@ -60,41 +63,24 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _answers(url: str) -> bool:
-    import pika
-    import pika.exceptions
-
-    from worker.broker import rabbitmq_url
-
-    try:
-        pika.BlockingConnection(pika.URLParameters(rabbitmq_url(url))).close()
-        return True
-    except (pika.exceptions.AMQPError, OSError):
-        return False
-
-
 def delete_queues(url: str, queue_name: str) -> None:
     """Delete a dramatiq queue and its delay and dead-letter queues (quietly, whatever is left)."""
-    import pika
-    import pika.exceptions
+    from worker.broker import CONNECTION_ERRORS, new_broker
 
-    from worker.broker import rabbitmq_url
-
-    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url(url)))
-        try:
-            channel = connection.channel()
+    broker = new_broker(url, [])
+    try:
+        with contextlib.suppress(*CONNECTION_ERRORS):
             for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
-                channel.queue_delete(name)
-        finally:
-            connection.close()
+                broker.channel.queue_delete(name)
+    finally:
+        broker.close()
 
 
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> str:
     """URL of the machine's RabbitMQ (skips, or fails under CI, when it does not answer)."""
     url = os.environ.get("TEST_RABBITMQ_URL") or DEFAULT_TEST_RABBITMQ_URL
-    if not _answers(url):
+    if not rabbitmq_answers(url):
         _missing(f"no RabbitMQ answers at {url} (set TEST_RABBITMQ_URL)")
     return url
 
@@ -147,26 +133,17 @@ class RabbitNode:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"rabbitmq-server exited with {self.proc.returncode}; see {self.folder}/server.out")
-            if _answers(self.url):
+            if rabbitmq_answers(self.url):
                 return
             time.sleep(0.5)
         raise RuntimeError(f"rabbitmq-server did not answer within {START_TIMEOUT_S:.0f} s; see {self.folder}/server.out")
 
     def stop(self) -> None:
-        """Stop the node as its service manager would (SIGTERM: a clean shutdown) and wait for it;
-        SIGKILL its process group when it does not stop in time."""
+        """Stop the node as its service manager would (SIGTERM: a clean shutdown, durable queues
+        and persistent messages kept) and wait for it; SIGKILL what is left after STOP_TIMEOUT_S."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # what is left of its group (erl_child_setup, inet_gethost)
+        if proc is not None:
+            processes.stop(proc, signal.SIGTERM, STOP_TIMEOUT_S)
 
     def restart(self) -> None:
         """Stop the node and start it again on the same ports with the same data."""

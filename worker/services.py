@@ -169,7 +169,8 @@ def masked(url: str) -> str:
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def _rabbitmq_answers(url: str) -> bool:
+def rabbitmq_answers(url: str) -> bool:
+    """True when a RabbitMQ at url (amqp://) accepts a connection within a few seconds."""
     import pika  # imported lazily: only a site on RabbitMQ asks
     import pika.exceptions
 
@@ -205,7 +206,7 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
                              "running": running, "answers": running}
     if settings.broker_url and settings.broker_url.startswith(("amqp://", "amqps://")):
         out["rabbitmq"] = {"kind": "external", "url": masked(settings.broker_url),
-                           "answers": _rabbitmq_answers(settings.broker_url)}
+                           "answers": rabbitmq_answers(settings.broker_url)}
     elif settings.broker_url or settings.redis_url:
         url = settings.broker_url or settings.redis_url
         out["redis"] = {"kind": "external", "url": masked(url), "answers": _redis_alive(url)}
