@@ -65,13 +65,13 @@ def _missing(reason: str) -> None:
 
 def delete_queues(url: str, queue_name: str) -> None:
     """Delete a dramatiq queue and its delay and dead-letter queues (quietly, whatever is left)."""
-    from worker.broker import CONNECTION_ERRORS, new_broker
+    from worker.broker import delete_queue, new_broker
+    from worker.errors import RetryableError
 
     broker = new_broker(url, [])
     try:
-        with contextlib.suppress(*CONNECTION_ERRORS):
-            for name in (queue_name, f"{queue_name}.DQ", f"{queue_name}.XQ"):
-                broker.channel.queue_delete(name)
+        with contextlib.suppress(RetryableError):
+            delete_queue(broker, queue_name)
     finally:
         broker.close()
 

@@ -8,7 +8,8 @@
 
 `setup_broker(url)` makes the process's broker once (and dramatiq's global broker); it is
 idempotent. `sender_broker(url)` is a broker for sending only. `translated(broker)` turns either
-broker's connection errors into RetryableError; `ping(broker)` says whether it answers.
+broker's connection errors into RetryableError; `ping(broker)` says whether it answers;
+`delete_queue` removes a queue that is no longer used (the demo's).
 Middleware:
 
 - dramatiq's defaults (age limit, time limit, shutdown notifications, callbacks, pipelines);
@@ -32,6 +33,7 @@ import pika.exceptions
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
@@ -161,3 +163,14 @@ def ping(broker: dramatiq.Broker) -> None:
             # or the node restarted): a fresh one tells whether RabbitMQ answers now
             del broker.connection
             broker.connection.process_data_events(0)
+
+
+def delete_queue(broker: dramatiq.Broker, queue_name: str) -> None:
+    """Remove a queue that is no longer used, with its delayed messages (and on RabbitMQ, where an
+    empty queue stays declared, its dead letters too). Raises RetryableError when the broker is down."""
+    with translated(broker):
+        if isinstance(broker, RabbitmqBroker):
+            for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
+                broker.channel.queue_delete(name)
+        else:
+            broker.flush(queue_name)

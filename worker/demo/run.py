@@ -12,6 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from worker.broker import delete_queue, sender_broker
 from worker.config import Settings
 from worker.demo.database import drop_scratch_database
 from worker.demo.report import DemoError, DemoReport
@@ -19,6 +20,7 @@ from worker.demo.stage import SimulatorControl, Stage
 from worker.demo.steps import LOGIN, MCH_ID, MIN_ORDERS, STEPS
 from worker.gateway.client import GatewayClient
 from worker.gateway.schedule import Schedule
+from worker.errors import RetryableError
 from worker.merchants import Merchant, Merchants
 from worker.processes import ProcessError, ProcessGroup, free_port
 from worker.reports.businessday import business_day, last_closed_day
@@ -51,6 +53,7 @@ def run_demo(settings: Settings, server_url: str, broker_url: str, out_dir: Path
             stage.procs.stop()
             stage.client.close()
             stage.sim.close()
+            _delete_queue(stage)
             if fresh_database and drop_database and report.database_url:
                 drop_scratch_database(server_url, report.database_url)
                 report.dropped_database = True
@@ -75,6 +78,14 @@ def _stage(settings: Settings, server_url: str, broker_url: str, out_dir: Path, 
                  sim_port=sim_port, web_port=web_port, sim=sim, client=client, t=bd.start + OPENING,
                  # every event between 08:00 and 22:00
                  gap=timedelta(minutes=(14 * 60) // (orders + EXTRA_EVENTS)))
+
+
+def _delete_queue(stage: Stage) -> None:
+    # the demo's queue on the configured broker (an empty RabbitMQ queue stays otherwise); a broker
+    # that is down now keeps it, harmlessly
+    if "IOTLEDGER_QUEUE" in stage.env:
+        with contextlib.suppress(RetryableError):
+            delete_queue(sender_broker(stage.broker_url), stage.env["IOTLEDGER_QUEUE"])
 
 
 @contextlib.contextmanager
