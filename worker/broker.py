@@ -66,7 +66,7 @@ def is_rabbitmq(url: str) -> bool:
 
 
 def kind(broker: dramatiq.Broker) -> str:
-    """"rabbitmq" or "redis": the service behind broker, as messages and /readyz name it."""
+    """The service behind broker as /readyz names it: "rabbitmq" or "redis"."""
     return "rabbitmq" if isinstance(broker, RabbitmqBroker) else "redis"
 
 

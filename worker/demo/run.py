@@ -18,9 +18,9 @@ from worker.demo.database import drop_scratch_database
 from worker.demo.report import DemoError, DemoReport
 from worker.demo.stage import SimulatorControl, Stage
 from worker.demo.steps import LOGIN, MCH_ID, MIN_ORDERS, STEPS
+from worker.errors import RetryableError
 from worker.gateway.client import GatewayClient
 from worker.gateway.schedule import Schedule
-from worker.errors import RetryableError
 from worker.merchants import Merchant, Merchants
 from worker.processes import ProcessError, ProcessGroup, free_port
 from worker.reports.businessday import business_day, last_closed_day

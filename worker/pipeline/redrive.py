@@ -33,8 +33,8 @@ def redrive_once(database_url: str, broker_url: str, settings: Settings, now: da
     settings.redrive_after_seconds and than the oldest message waiting in the queue; return how
     many were queued.
 
-    Raises RetryableError when PostgreSQL or the broker (Redis or RabbitMQ) is unavailable (rows already queued in this
-    call stay marked; the others are found again next time).
+    Raises RetryableError when PostgreSQL or the broker (Redis or RabbitMQ) is unavailable (rows
+    already queued in this call stay marked; the others are found again next time).
     """
     now = now or datetime.now(timezone.utc)
     cutoff = now - timedelta(seconds=settings.redrive_after_seconds)
