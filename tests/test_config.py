@@ -25,6 +25,7 @@ def test_defaults_are_documented_constants_and_settings_are_frozen():
     [
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+        ({"BROKER_URL": "kafka://mq:9092"}, "BROKER_URL"),
         ({"IOTPAY_MERCHANTS": "{nope"}, "IOTPAY_MERCHANTS"),
         ({"IOTPAY_MERCHANTS": '{"1": {"keys": []}}'}, "IOTPAY_MERCHANTS"),
         ({"IOTPAY_MERCHANTS": '{"1": {"keys": ["k"], "colour": 1}}'}, "IOTPAY_MERCHANTS"),

@@ -1,9 +1,13 @@
-"""Nothing lost: a stream of notifies with duplicates while the worker is SIGKILLed and Redis flushed.
+"""Nothing lost: a stream of notifies with duplicates while the worker is SIGKILLed and the broker
+loses its messages, on each broker.
 
-Real gunicorn (`iotledger web`), real dramatiq workers (`iotledger worker`), PostgreSQL and a
-Redis database of its own (index 13, flushed during the test, never db 0). Redrive runs every
-second as the clock would run it every minute. At the end every acknowledged notify is posted
-exactly once and `iotledger check` passes. Prints sent, acknowledged, posted and lost.
+Real gunicorn (`iotledger web`), real dramatiq workers (`iotledger worker`), PostgreSQL, and a
+broker: a Redis database of its own (index 13, flushed during the test, never db 0), or a
+RabbitMQ node the test starts itself on its own ports (tests/fix_rabbitmq.py; its queue purged,
+then the node stopped and started again while the stream flows, so the ingress, the redrive and
+the workers all lose it and must find it again). Redrive runs every second as the clock would run
+it every minute. At the end every acknowledged notify is posted exactly once and `iotledger
+check` passes. Prints sent, acknowledged, posted and lost.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -25,6 +32,7 @@ import redis
 from tests.cli import run as run_cli
 from tests.factories import MERCHANTS_JSON, v1_pay, v3_pay, v3_refund
 from tests.pipeline_procs import encode
+from worker.broker import sender_broker
 from worker.config import Settings
 from worker.pipeline.redrive import redrive_once
 from worker.processes import children, service_env, start_web, start_worker, stop, wait_until
@@ -77,10 +85,36 @@ def stream(rng: random.Random) -> tuple[list[tuple[str, bytes, str]], dict[str, 
     return sends, expected
 
 
+def processed_since(db_url: str, since: datetime) -> int:
+    """Inbox rows a worker finished after since."""
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT count(*) FROM inbox WHERE processed_at > %s", (since,)).fetchone()[0]
+
+
+@dataclass
+class FaultBroker:
+    """The broker under test and the faults it can suffer."""
+
+    name: str
+    url: str
+    lose: Callable[[], None]  # every message waiting is lost (Redis flushed, the RabbitMQ queue purged)
+    stop: Callable[[], None] | None = None  # stopped (RabbitMQ: a clean shutdown), then started again
+    start: Callable[[], None] | None = None
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def fault_broker(request, queue_name) -> FaultBroker:
+    if request.param == "redis":
+        url = redis_db(request.getfixturevalue("redis_url"), FAULT_DB)
+        return FaultBroker("redis", url, lambda: redis.Redis.from_url(url).flushdb())
+    node = request.getfixturevalue("rabbitmq_node")  # skipped, with its reason, where RabbitMQ is not installed
+    return FaultBroker("rabbitmq", node.url, lambda: sender_broker(node.url).flush(queue_name), node.stop, node.start)
+
+
 @pytest.mark.slow
-def test_kill_worker_and_flush_redis_loses_nothing(db_url, redis_url, queue_name, tmp_path):
-    fault_redis = redis_db(redis_url, FAULT_DB)
-    env = service_env(db_url, fault_redis, queue_name, MERCHANTS_JSON, tmp_path,
+def test_kill_worker_and_lose_the_brokers_messages_loses_nothing(db_url, fault_broker, queue_name, tmp_path):
+    fault_url = fault_broker.url
+    env = service_env(db_url, fault_url, queue_name, MERCHANTS_JSON, tmp_path,
                       IOTLEDGER_REDRIVE_AFTER_SECONDS="3")
     settings = Settings.from_env(env)
     sends, expected = stream(random.Random(4))
@@ -94,8 +128,8 @@ def test_kill_worker_and_flush_redis_loses_nothing(db_url, redis_url, queue_name
     def clock() -> None:  # the clock's redrive, every second instead of every minute
         while not stop_clock.wait(1.0):
             try:
-                redrive_once(db_url, fault_redis, settings)
-            except Exception:  # Redis may be mid-flush: the next tick tries again
+                redrive_once(db_url, fault_url, settings)
+            except Exception:  # the broker may be mid-flush or down: the next tick tries again
                 pass
 
     local = threading.local()
@@ -112,23 +146,39 @@ def test_kill_worker_and_flush_redis_loses_nothing(db_url, redis_url, queue_name
 
     ticker = threading.Thread(target=clock, daemon=True)
     ticker.start()
-    fault_at = len(sends) * 2 // 5
+    fault_at, stop_at, down_at, up_at = (len(sends) * n // 20 for n in (8, 13, 15, 18))
     killed: list[int] = []
+    restarted_at: datetime | None = None
     try:
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             list(pool.map(send, sends[:fault_at]))
-            # the fault, while the rest of the stream keeps flowing
-            future = pool.map(send, sends[fault_at:])
+            # the fault, while the stream keeps flowing
+            future = pool.map(send, sends[fault_at:stop_at])
             time.sleep(0.5)
             victim = workers[0]
             killed = children(victim.pid) + [victim.pid]
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
             victim.wait(10)
-            redis.Redis.from_url(fault_redis).flushdb()
+            fault_broker.lose()
             time.sleep(1.0)
+            replaced_at = datetime.now(timezone.utc)
             workers.append(start_worker(env, processes=2, threads=4))
             list(future)
+            # the new worker consumes before the broker goes: its connections are the ones cut
+            wait_until(lambda: processed_since(db_url, replaced_at) > 0, 60, "the new worker to post", interval=0.2)
+            # the broker stopped while notifies arrive, and more of them while it is down: the
+            # ingress acknowledges them all and leaves them to redrive; the new worker's consumers
+            # lose their connections and must reconnect when it is back
+            future = pool.map(send, sends[stop_at:down_at])
+            if fault_broker.stop:
+                fault_broker.stop()
+            list(future)
+            list(pool.map(send, sends[down_at:up_at]))
+            if fault_broker.start:
+                fault_broker.start()
+                restarted_at = datetime.now(timezone.utc)
+            list(pool.map(send, sends[up_at:]))
 
         def all_done() -> bool:
             with psycopg.connect(db_url) as conn:
@@ -152,12 +202,19 @@ def test_kill_worker_and_flush_redis_loses_nothing(db_url, redis_url, queue_name
         states = dict(conn.execute("SELECT state, count(*) FROM inbox GROUP BY state").fetchall())
         # parked: a refund that came before its pay, posted when the pay released it (checked above)
         failed = conn.execute("SELECT count(*) FROM inbox WHERE outcome NOT IN ('posted', 'duplicate', 'parked')").fetchone()[0]
+        # rows that arrived after the broker came back and were queued by the ingress itself, not by redrive
+        queued_after_restart = conn.execute(
+            "SELECT count(*) FILTER (WHERE redrives = 0) FROM inbox WHERE received_at > %s", (restarted_at,)
+        ).fetchone()[0] if restarted_at else None
+    processed_after_restart = processed_since(db_url, restarted_at) if restarted_at else None
     posted = sum(1 for oid in acked_orders if len(entries.get(oid, [])) == 1)
     lost = sorted(oid for oid in acked_orders if oid not in entries)
     twice = sorted(oid for oid, e in entries.items() if len(e) != 1)
-    print(f"\nfault test: sent={len(sends)} acknowledged={len(acked)} (distinct orders {len(acked_orders)}) "
+    print(f"\nfault test ({fault_broker.name}): sent={len(sends)} acknowledged={len(acked)} (distinct orders {len(acked_orders)}) "
           f"posted={posted} lost={len(lost)} posted_twice={len(twice)} killed_pids={killed} http={statuses} "
-          f"inbox={states} redrives={redriven} (rows {redriven_rows}, at most {most} per row)")
+          f"inbox={states} redrives={redriven} (rows {redriven_rows}, at most {most} per row)"
+          + (f" after the broker restart: queued_by_the_ingress={queued_after_restart} "
+             f"processed={processed_after_restart}" if restarted_at else ""))
     assert lost == [] and twice == []
     assert len(acked) == len(sends)  # nothing was refused or answered 503 in this run
     assert acked_orders == set(expected)
@@ -167,5 +224,7 @@ def test_kill_worker_and_flush_redis_loses_nothing(db_url, redis_url, queue_name
     assert states == {"done": len({body for _, body, _ in sends})}
     assert failed == 0
     assert redriven > 0  # the fault did cost queued messages, and redrive brought them back
+    if restarted_at:  # the ingress and the worker whose connections were cut found the broker again
+        assert queued_after_restart > 0 and processed_after_restart > 0
     check = run_cli("check", env={"DATABASE_URL": db_url, "IOTPAY_MERCHANTS": MERCHANTS_JSON})
     assert check.returncode == 0, check.stdout + check.stderr

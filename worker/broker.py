@@ -1,7 +1,16 @@
-"""The dramatiq broker on Redis (REDIS_URL or the embedded one, as worker/runtime.py resolves it).
+"""The dramatiq broker: Redis (the default) or RabbitMQ, chosen by the scheme of the broker URL
+(BROKER_URL, else REDIS_URL or the embedded Redis, as worker/runtime.py resolves it).
 
-`setup_broker(redis_url)` makes the process's broker once (and dramatiq's global broker); it is
-idempotent. Middleware:
+- `redis://`, `rediss://`, `unix://`: dramatiq's RedisBroker, with bounded socket timeouts;
+- `amqp://`, `amqps://`: dramatiq's own RabbitmqBroker (pika) with `confirm_delivery`: an enqueue
+  returns only once RabbitMQ has taken the message into its durable queue as a persistent message,
+  so a message is never lost silently on its way in, and one taken survives a restart of RabbitMQ.
+
+`setup_broker(url)` makes the process's broker once (and dramatiq's global broker); it is
+idempotent. `sender_broker(url)` is a broker for sending only. `translated(broker)` turns either
+broker's connection errors into RetryableError; `ping(broker)` says whether it answers;
+`delete_queue` removes a queue that is no longer used (the demo's).
+Middleware:
 
 - dramatiq's defaults (age limit, time limit, shutdown notifications, callbacks, pipelines);
 - Retries with exponential backoff from MIN_BACKOFF_MS to MAX_BACKOFF_MS, at most MAX_RETRIES
@@ -15,27 +24,67 @@ idempotent. Middleware:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 import dramatiq
+import pika.exceptions
 import redis
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name, xq_name
+from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+
+from worker.errors import RetryableError
 
 # ~20 minutes of retries in all (1 s, 2 s, 4 s, ... capped at 5 min): long enough to ride out a
 # PostgreSQL restart, short enough that a stuck message is recorded as dead the same hour.
 MAX_RETRIES = 10
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 300_000
-# A Redis that hangs must not hang a web request: the enqueue gives up and redrive takes over.
+# A broker that hangs must not hang a web request: the enqueue gives up and redrive takes over.
 SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
+RABBITMQ_SCHEMES = ("amqp://", "amqps://")
+# pika's defaults (10 s to connect, 15 s to open, no limit on a blocked connection) set unless the
+# URL names them; a RabbitMQ out of memory or disk blocks publishers, and that is "down" to us
+RABBITMQ_TIMEOUTS = {"socket_timeout": CONNECT_TIMEOUT_S, "stack_timeout": SOCKET_TIMEOUT_S,
+                     "blocked_connection_timeout": SOCKET_TIMEOUT_S}
+# what a broker that is down, restarting or unreachable raises (dramatiq's RabbitmqBroker wraps
+# pika's errors in ConnectionClosed after its own attempts; its consumer and channel raise pika's)
+CONNECTION_ERRORS = (redis.RedisError, OSError, BrokerConnectionError, pika.exceptions.AMQPError)
 
-_broker: RedisBroker | None = None
-_senders: dict[str, RedisBroker] = {}
+_broker: dramatiq.Broker | None = None
+_senders: dict[str, dramatiq.Broker] = {}
+
+
+def is_rabbitmq(url: str) -> bool:
+    """True when url names a RabbitMQ (amqp:// or amqps://), False for a Redis."""
+    return url.startswith(RABBITMQ_SCHEMES)
+
+
+def kind(broker: dramatiq.Broker) -> str:
+    """The service behind broker as /readyz names it: "rabbitmq" or "redis"."""
+    return "rabbitmq" if isinstance(broker, RabbitmqBroker) else "redis"
 
 
 def redis_client(redis_url: str) -> redis.Redis:
     """A Redis client with bounded timeouts (dramatiq's default has none)."""
     return redis.Redis.from_url(redis_url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
+
+
+def rabbitmq_url(url: str) -> str:
+    """url with RABBITMQ_TIMEOUTS added to its query where it does not set them (each URL of a
+    `;`-separated list of nodes)."""
+    out = []
+    for one in url.split(";"):
+        parts = urlsplit(one)
+        query = dict(parse_qsl(parts.query))
+        query = {**{k: str(v) for k, v in RABBITMQ_TIMEOUTS.items()}, **query}
+        out.append(urlunsplit(parts._replace(query=urlencode(query))))
+    return ";".join(out)
 
 
 def build_middleware(*, prometheus: bool = False) -> list[dramatiq.Middleware]:
@@ -55,24 +104,73 @@ def build_middleware(*, prometheus: bool = False) -> list[dramatiq.Middleware]:
     return stack
 
 
-def setup_broker(redis_url: str, *, prometheus: bool = False) -> RedisBroker:
-    """Create the process's Redis broker once and make it dramatiq's global broker (a later call
-    returns the same broker, whatever its arguments). Raises nothing on a Redis that is down:
+def new_broker(url: str, middleware: list[dramatiq.Middleware]) -> dramatiq.Broker:
+    """A RabbitmqBroker (confirmed deliveries) for amqp:// and amqps://, else a RedisBroker.
+    Connects on first use: raises nothing on a broker that is down."""
+    if is_rabbitmq(url):
+        return RabbitmqBroker(url=rabbitmq_url(url), confirm_delivery=True, middleware=middleware)
+    return RedisBroker(client=redis_client(url), middleware=middleware)
+
+
+def setup_broker(broker_url: str, *, prometheus: bool = False) -> dramatiq.Broker:
+    """Create the process's broker once and make it dramatiq's global broker (a later call
+    returns the same broker, whatever its arguments). Raises nothing on a broker that is down:
     connections are made on first use.
     """
     global _broker
     if _broker is None:
-        _broker = RedisBroker(client=redis_client(redis_url), middleware=build_middleware(prometheus=prometheus))
+        _broker = new_broker(broker_url, build_middleware(prometheus=prometheus))
         dramatiq.set_broker(_broker)
     return _broker
 
 
-def sender_broker(redis_url: str) -> RedisBroker:
+def sender_broker(broker_url: str) -> dramatiq.Broker:
     """A broker for sending only (redrive, tools), one per URL, not the global one.
 
     Sending needs no middleware: retries, limits and metrics apply where messages are processed.
     """
-    broker = _senders.get(redis_url)
+    broker = _senders.get(broker_url)
     if broker is None:
-        broker = _senders[redis_url] = RedisBroker(client=redis_client(redis_url), middleware=[])
+        broker = _senders[broker_url] = new_broker(broker_url, [])
     return broker
+
+
+@contextlib.contextmanager
+def translated(broker: dramatiq.Broker) -> Iterator[None]:
+    """Raise RetryableError ("Redis unavailable: ..." / "RabbitMQ unavailable: ...") for a
+    connection error of broker inside the block. A RabbitMQ connection that failed is dropped, so
+    the next use in this thread opens a new one."""
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        name = "Redis"
+        if isinstance(broker, RabbitmqBroker):
+            name = "RabbitMQ"
+            del broker.connection  # this thread's connection and channel; never raises
+        raise RetryableError(f"{name} unavailable: {str(exc) or type(exc).__name__}") from exc
+
+
+def ping(broker: dramatiq.Broker) -> None:
+    """Return when the broker answers. Raises RetryableError when it does not."""
+    with translated(broker):
+        if not isinstance(broker, RabbitmqBroker):
+            broker.client.ping()
+            return
+        try:
+            broker.connection.process_data_events(0)
+        except pika.exceptions.AMQPError:
+            # this thread's connection may be one RabbitMQ closed since (idle past its heartbeat,
+            # or the node restarted): a fresh one tells whether RabbitMQ answers now
+            del broker.connection
+            broker.connection.process_data_events(0)
+
+
+def delete_queue(broker: dramatiq.Broker, queue_name: str) -> None:
+    """Remove a queue that is no longer used, with its delayed messages (and on RabbitMQ, where an
+    empty queue stays declared, its dead letters too). Raises RetryableError when the broker is down."""
+    with translated(broker):
+        if isinstance(broker, RabbitmqBroker):
+            for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
+                broker.channel.queue_delete(name)
+        else:
+            broker.flush(queue_name)

@@ -225,7 +225,7 @@ class Clock:
         return scheduler
 
 
-def default_jobs(settings: Settings, database_url: str, redis_url: str, sink: AlertSink,
+def default_jobs(settings: Settings, database_url: str, broker_url: str, sink: AlertSink,
                  sweep_seconds: float = SWEEP_SECONDS) -> dict[str, Callable]:
     """The production minute jobs: the gateway sweep, the inbox redrive, the alerts.
 
@@ -255,7 +255,7 @@ def default_jobs(settings: Settings, database_url: str, redis_url: str, sink: Al
         return {k: sum(getattr(r, k) for r in reports) for k in keys} | {"passes": len(reports)}
 
     def redrive(now: datetime) -> dict[str, int]:
-        return {"redriven": redrive_once(database_url, redis_url, settings, now=now)}
+        return {"redriven": redrive_once(database_url, broker_url, settings, now=now)}
 
     def alerts(now: datetime) -> dict[str, int]:
         with psycopg.connect(database_url) as conn:
@@ -267,10 +267,10 @@ def default_jobs(settings: Settings, database_url: str, redis_url: str, sink: Al
     return {"sweep": sweep, "redrive": redrive, "alerts": alerts}
 
 
-def run_clock(settings: Settings, database_url: str, redis_url: str, out_dir: Path, *, once: bool = False) -> int:
+def run_clock(settings: Settings, database_url: str, broker_url: str, out_dir: Path, *, once: bool = False) -> int:
     """Run the clock until interrupted (or one round of every job with `once`); return an exit code."""
     sink = AlertSink(settings.alert_webhook_url, per_class=settings.alerts_per_class)
-    jobs = default_jobs(settings, database_url, redis_url, sink, sweep_seconds=0 if once else SWEEP_SECONDS)
+    jobs = default_jobs(settings, database_url, broker_url, sink, sweep_seconds=0 if once else SWEEP_SECONDS)
     clock = Clock(database_url, settings, jobs, out_dir, sink)
     if once:
         now = datetime.now(timezone.utc)

@@ -114,6 +114,7 @@ class Settings:
     redis_url: str | None
     data_dir: Path
     merchants: Merchants = field(repr=False)
+    broker_url: str | None = None  # RabbitMQ (amqp://) or Redis; None: redis_url or the embedded Redis
     v3_base_url: str = DEFAULT_V3_BASE_URL
     v1_base_url: str = DEFAULT_V1_BASE_URL
     gateway_tz: ZoneInfo = ZoneInfo(DEFAULT_GATEWAY_TZ)
@@ -143,6 +144,7 @@ class Settings:
         return cls(
             database_url=_url(env, "DATABASE_URL", None, ("postgresql", "postgres")),
             redis_url=_url(env, "REDIS_URL", None, ("redis", "rediss", "unix")),
+            broker_url=_url(env, "BROKER_URL", None, ("amqp", "amqps", "redis", "rediss", "unix")),
             data_dir=Path(env.get("IOTLEDGER_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().absolute(),
             merchants=load_merchants(env.get("IOTPAY_MERCHANTS"), env.get("IOTPAY_MERCHANTS_FILE")),
             v3_base_url=_url(env, "IOTPAY_V3_BASE_URL", DEFAULT_V3_BASE_URL, ("https", "http")),

@@ -37,13 +37,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def service_env(database_url: str, redis_url: str, queue: str, merchants: dict[str, Any] | str, data_dir: Path,
+def service_env(database_url: str, broker_url: str, queue: str, merchants: dict[str, Any] | str, data_dir: Path,
                 **extra: str) -> dict[str, str]:
-    """The environment of a web, worker or simulator process: this one's, pointed at these services."""
+    """The environment of a web, worker or simulator process: this one's, pointed at these services
+    (broker_url: a Redis or a RabbitMQ, see worker/broker.py)."""
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update(
         DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
+        BROKER_URL=broker_url,
         IOTPAY_MERCHANTS=merchants if isinstance(merchants, str) else json.dumps(merchants),
         IOTLEDGER_QUEUE=queue,
         IOTLEDGER_DATA_DIR=str(data_dir),

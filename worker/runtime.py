@@ -1,8 +1,9 @@
 """The composition root: what one iotledger process is built from, each part built once.
 
     app_settings()       the Settings, read once, with logging configured once (set_log_level first)
-    app_endpoints()      where PostgreSQL and Redis are (embedded ones started on first use, and
-                         created only after allow_new_services())
+    app_endpoints()      where PostgreSQL and the broker are (BROKER_URL: RabbitMQ or Redis; else
+                         Redis; embedded ones started on first use, and created only after
+                         allow_new_services())
     connect()            a new connection to the configured database (worker.db.connect)
     ingress_app()        gunicorn's app factory: the ingress, its pool and the broker
     worker_broker()      a `dramatiq` worker process's broker, with every actor of the queue on it
@@ -26,8 +27,8 @@ from worker.config import Settings, settings
 from worker.services import Endpoints, endpoints
 
 if TYPE_CHECKING:  # imported where used: a command that needs no broker or pool does not load them
+    import dramatiq
     import psycopg_pool
-    from dramatiq.brokers.redis import RedisBroker
 
     from worker.pipeline.ingress import Ingress
 
@@ -82,7 +83,7 @@ def ingress_app() -> Ingress:
 
     s = app_settings()
     ep = app_endpoints()
-    return Ingress(s, make_pool(ep.database_url), setup_broker(ep.redis_url))
+    return Ingress(s, make_pool(ep.database_url), setup_broker(ep.broker_url))
 
 
 def worker_pool() -> psycopg_pool.ConnectionPool:
@@ -96,7 +97,7 @@ def worker_pool() -> psycopg_pool.ConnectionPool:
         return _worker_pool
 
 
-def worker_broker() -> RedisBroker:
+def worker_broker() -> dramatiq.Broker:
     """The broker of a `dramatiq` worker process (with its Prometheus middleware), and on it every
     actor consuming IOTLEDGER_QUEUE, since a worker drops messages for actors it does not know:
     the notify pipeline's and the gateway's `expect_order` / `expect_refund`. Settings (and so
@@ -104,7 +105,7 @@ def worker_broker() -> RedisBroker:
     from worker.broker import setup_broker
 
     s = app_settings()  # configures logging (with the merchants' keys redacted) before anything logs
-    broker = setup_broker(app_endpoints().redis_url, prometheus=True)
+    broker = setup_broker(app_endpoints().broker_url, prometheus=True)
     from worker.gateway import actors as expect_actors
     from worker.pipeline import actors as notify_actors
 

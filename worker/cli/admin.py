@@ -32,12 +32,16 @@ def cmd_services(args: argparse.Namespace) -> int:
     if args.action == "up":
         allow_new_services()
         ep = app_endpoints()
-        urls = {"database_url": ep.database_url, "redis_url": ep.redis_url}
+        urls = {"database_url": ep.database_url}
+        if s.broker_url:  # RabbitMQ (or a Redis) named by BROKER_URL: no embedded Redis is needed
+            urls["broker_url"] = ep.broker_url
+        else:
+            urls["redis_url"] = ep.redis_url
         if args.json:
             print(json.dumps({k: services.masked(v) for k, v in urls.items()}))
         else:  # for `export $(iotledger services up)`: the real URLs
-            print(f"DATABASE_URL={urls['database_url']}")
-            print(f"REDIS_URL={urls['redis_url']}")
+            for key, url in urls.items():
+                print(f"{key.upper()}={url}")
     elif args.action == "down":
         stopped = services.down(s)
         if args.json:
@@ -75,9 +79,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     allow_new_services()
     ep = app_endpoints()
     migrate(ep.database_url)
-    env = dict(os.environ, DATABASE_URL=ep.database_url, REDIS_URL=ep.redis_url)
+    env = dict(os.environ, DATABASE_URL=ep.database_url, BROKER_URL=ep.broker_url)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    print(f"services: {ep.database_url} {ep.redis_url}; starting {procfile} (Ctrl-C stops)", file=sys.stderr)
+    print(f"services: {services.masked(ep.database_url)} {services.masked(ep.broker_url)}; starting {procfile} "
+          "(Ctrl-C stops)", file=sys.stderr)
     port = str(app_settings().web_port)  # honcho would otherwise hand the web process PORT=5000
     cmd = [sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(procfile.parent), "start", "-p", port]
     if args.processes:
@@ -108,8 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "services",
         help="start, stop or show the embedded PostgreSQL and Redis",
-        description="Manage the embedded PostgreSQL and Redis used when DATABASE_URL / REDIS_URL are unset. "
-        "'up' prints their URLs (export them to share the services with other tools).",
+        description="Manage the embedded PostgreSQL and Redis used when DATABASE_URL / REDIS_URL (and BROKER_URL) "
+        "are unset. 'up' prints their URLs (export them to share the services with other tools); 'status' says "
+        "whether each service answers, the RabbitMQ of an amqp:// BROKER_URL included (passwords masked).",
     )
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--json", action="store_true", help="one JSON object (passwords masked)")

@@ -1,8 +1,8 @@
 """`iotledger web | worker | redrive | inbox | replay`: the notify pipeline's commands (thin).
 
 `web` and `worker` replace this process with gunicorn / dramatiq (signals then reach them
-directly, as honcho and process managers expect), after resolving the database and Redis
-(starting the embedded ones when DATABASE_URL / REDIS_URL are unset).
+directly, as honcho and process managers expect), after resolving the database and the broker
+(starting the embedded ones when DATABASE_URL / REDIS_URL and BROKER_URL are unset).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _service_env() -> dict[str, str]:
     settings = app_settings()
     allow_new_services()  # web and worker are long-running services: they may start the embedded ones
     ep = app_endpoints()
-    env = dict(os.environ, DATABASE_URL=ep.database_url, REDIS_URL=ep.redis_url)
+    env = dict(os.environ, DATABASE_URL=ep.database_url, BROKER_URL=ep.broker_url)
     env.setdefault("dramatiq_prom_db", str(settings.data_dir / "prometheus" / "dramatiq"))
     # dramatiq's metrics server listens on every interface unless told; the web's /metrics
     # serves the same figures on one host, so keep it local unless configured otherwise
@@ -75,7 +75,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     from worker.pipeline.redrive import redrive_once
 
     ep = app_endpoints()
-    n = redrive_once(ep.database_url, ep.redis_url, app_settings())
+    n = redrive_once(ep.database_url, ep.broker_url, app_settings())
     if args.json:
         print(json.dumps({"redriven": n}))
     else:

@@ -141,7 +141,7 @@ def cmd_clock(args: argparse.Namespace) -> int:
     allow_new_services()
     ep = app_endpoints()
     migrate(ep.database_url)
-    return run_clock(s, ep.database_url, ep.redis_url, Path(args.out), once=args.once)
+    return run_clock(s, ep.database_url, ep.broker_url, Path(args.out), once=args.once)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -157,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # in-process log lines (posting, sweep, alerts) would only garble the bar
     logs.configure(s.merchants.all_keys(), level="ERROR")
     try:
-        report = run_demo(s, ep.database_url, ep.redis_url, Path(args.out), orders=args.orders, seed=args.seed,
+        report = run_demo(s, ep.database_url, ep.broker_url, Path(args.out), orders=args.orders, seed=args.seed,
                           fresh_database=not args.in_place,
                           drop_database=not args.keep and not ep.embedded_db)
         if ep.embedded_db or ep.embedded_redis:

@@ -12,11 +12,13 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from worker.broker import delete_queue, sender_broker
 from worker.config import Settings
 from worker.demo.database import drop_scratch_database
 from worker.demo.report import DemoError, DemoReport
 from worker.demo.stage import SimulatorControl, Stage
 from worker.demo.steps import LOGIN, MCH_ID, MIN_ORDERS, STEPS
+from worker.errors import RetryableError
 from worker.gateway.client import GatewayClient
 from worker.gateway.schedule import Schedule
 from worker.merchants import Merchant, Merchants
@@ -27,7 +29,7 @@ OPENING = timedelta(hours=8)  # the shop opens at 08:00
 EXTRA_EVENTS = 8  # room in the day for what follows the pays: a difference, refunds, a void
 
 
-def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path, *, orders: int = 24,
+def run_demo(settings: Settings, server_url: str, broker_url: str, out_dir: Path, *, orders: int = 24,
              seed: int = 7, fresh_database: bool = True, drop_database: bool = False, progress: TextIO | None = None,
              now: datetime | None = None) -> DemoReport:
     """Play the day and return its report. Raises DemoError when a step did not happen as planned.
@@ -37,7 +39,7 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
     """
     if orders < MIN_ORDERS:
         raise DemoError(f"--orders: at least {MIN_ORDERS}, got {orders}")
-    stage = _stage(settings, server_url, redis_url, out_dir, orders, seed, fresh_database,
+    stage = _stage(settings, server_url, broker_url, out_dir, orders, seed, fresh_database,
                    now or datetime.now(timezone.utc))
     report = stage.report
     with _progress(progress, [label for label, _ in STEPS]) as done:
@@ -51,13 +53,14 @@ def run_demo(settings: Settings, server_url: str, redis_url: str, out_dir: Path,
             stage.procs.stop()
             stage.client.close()
             stage.sim.close()
+            _delete_queue(stage)
             if fresh_database and drop_database and report.database_url:
                 drop_scratch_database(server_url, report.database_url)
                 report.dropped_database = True
     return report
 
 
-def _stage(settings: Settings, server_url: str, redis_url: str, out_dir: Path, orders: int, seed: int,
+def _stage(settings: Settings, server_url: str, broker_url: str, out_dir: Path, orders: int, seed: int,
            fresh_database: bool, now: datetime) -> Stage:
     tz = settings.settlement_tz
     bd = business_day(last_closed_day(now, tz), tz)
@@ -68,13 +71,21 @@ def _stage(settings: Settings, server_url: str, redis_url: str, out_dir: Path, o
     sim = SimulatorControl(f"http://127.0.0.1:{sim_port}")
     client = GatewayClient(Merchants({MCH_ID: Merchant(MCH_ID, (key,), LOGIN)}), v3_base_url=sim.base + "/v3",
                            v1_base_url=sim.base + "/v1", gateway_tz=settings.gateway_tz)
-    return Stage(settings=settings, server_url=server_url, redis_url=redis_url, out_dir=out_dir, orders=orders,
+    return Stage(settings=settings, server_url=server_url, broker_url=broker_url, out_dir=out_dir, orders=orders,
                  seed=seed, now=now, bd=bd, key=key, fresh_database=fresh_database, report=report,
                  procs=ProcessGroup(data_dir),
                  schedule=Schedule(give_up_after=timedelta(seconds=settings.sweep_give_up_seconds)),
                  sim_port=sim_port, web_port=web_port, sim=sim, client=client, t=bd.start + OPENING,
                  # every event between 08:00 and 22:00
                  gap=timedelta(minutes=(14 * 60) // (orders + EXTRA_EVENTS)))
+
+
+def _delete_queue(stage: Stage) -> None:
+    # the demo's queue on the configured broker (an empty RabbitMQ queue stays otherwise); a broker
+    # that is down now keeps it, harmlessly
+    if "IOTLEDGER_QUEUE" in stage.env:
+        with contextlib.suppress(RetryableError):
+            delete_queue(sender_broker(stage.broker_url), stage.env["IOTLEDGER_QUEUE"])
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ class Stage:
 
     settings: Settings
     server_url: str
-    redis_url: str
+    broker_url: str
     out_dir: Path
     orders: int
     seed: int

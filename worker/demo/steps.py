@@ -52,7 +52,7 @@ def start_simulator(stage: Stage) -> None:
     """`iotledger simulate` on a free port, with the demo merchant, until its control API answers."""
     s = stage.settings
     stage.env = service_env(
-        stage.db, stage.redis_url, f"demo{secrets.token_hex(4)}", {MCH_ID: {"keys": [stage.key], "loginName": LOGIN}},
+        stage.db, stage.broker_url, f"demo{secrets.token_hex(4)}", {MCH_ID: {"keys": [stage.key], "loginName": LOGIN}},
         stage.procs.log_dir, IOTPAY_V3_BASE_URL=f"{stage.sim_url}/v3", IOTPAY_V1_BASE_URL=f"{stage.sim_url}/v1",
         IOTLEDGER_SETTLEMENT_TZ=s.settlement_tz.key, IOTPAY_GATEWAY_TZ=s.gateway_tz.key)
     stage.procs.start("simulator", simulator_command(stage.sim_port, "--seed", str(stage.seed), "--threads", "8",

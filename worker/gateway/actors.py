@@ -23,6 +23,7 @@ import dramatiq
 import psycopg_pool
 
 from worker import db, logs
+from worker.broker import translated
 from worker.errors import PermanentError
 from worker.gateway.expected import ExpectedOrder, record
 from worker.gateway.expected_refunds import ExpectedRefund, record_refund
@@ -99,7 +100,9 @@ def declare(broker: dramatiq.Broker, queue_name: str, database_url: DatabaseUrl)
 
 
 def send(order: ExpectedOrder, broker: dramatiq.Broker, queue_name: str) -> dramatiq.Message:
-    """Enqueue an expected order by actor name (no global broker needed)."""
+    """Enqueue an expected order by actor name (no global broker needed). Raises RetryableError
+    when the broker (Redis or RabbitMQ) is down."""
     message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(order.to_dict(),), kwargs={},
                                options={})
-    return broker.enqueue(message)
+    with translated(broker):
+        return broker.enqueue(message)

@@ -3,12 +3,12 @@ gunicorn's uvicorn workers through front.py, which hands it only whole requests.
 
     POST /iotpay/notify   screen the body, store it in the inbox, answer, then enqueue its id
     GET  /healthz         the process is alive
-    GET  /readyz          PostgreSQL and Redis are reachable (503 naming the one that is not)
+    GET  /readyz          PostgreSQL and the broker are reachable (503 naming the one that is not)
     GET  /metrics         Prometheus text exposition
 
 A notify is answered `SUCCESS` (JSON, V3) or `success` (form fields, v1) only after the inbox
 row is committed; with PostgreSQL unavailable the answer is 503, so IOTPay tries again. The
-inbox id is enqueued after the answer has been sent (the response's close()): with Redis down
+inbox id is enqueued after the answer has been sent (the response's close()): with the broker down
 the notify is still acknowledged, since the inbox holds it and redrive will queue it.
 Refusals (4xx) store and queue nothing, are counted by reason and logged without keys or
 body; an address with too many refusals in a minute is cut off (limiter.py).
@@ -27,6 +27,8 @@ import psycopg_pool
 import structlog
 
 from worker import db
+from worker.broker import kind as broker_kind
+from worker.broker import ping as broker_ping
 from worker.config import Settings
 from worker.errors import RetryableError
 from worker.pipeline import inbox, messages, metrics
@@ -210,7 +212,7 @@ class Ingress:
             return inbox.backlog(conn)
 
     def ready(self, start_response: StartResponse) -> Iterable[bytes]:
-        """200 when PostgreSQL and Redis answer; 503 naming what does not."""
+        """200 when PostgreSQL and the broker (Redis or RabbitMQ) answer; 503 naming what does not."""
         problems = []
         try:
             with self.pool.connection(timeout=READY_TIMEOUT_S) as conn:
@@ -218,9 +220,9 @@ class Ingress:
         except Exception as exc:  # any failure means not ready; the text says which service
             problems.append(f"postgresql: {type(exc).__name__}")
         try:
-            self.broker.client.ping()
+            broker_ping(self.broker)
         except Exception as exc:
-            problems.append(f"redis: {type(exc).__name__}")
+            problems.append(f"{broker_kind(self.broker)}: {type(exc.__cause__ or exc).__name__}")
         if problems:
             return _reply(start_response, 503, ("not ready: " + "; ".join(problems)).encode())
         return _reply(start_response, 200, b"ready")

@@ -1,6 +1,6 @@
 """Redrive: inbox rows not done after an age are queued again.
 
-This covers a Redis flushed or restarted, a worker killed in the middle of a message, and an
+This covers a broker flushed or restarted, a worker killed in the middle of a message, and an
 enqueue that failed after the answer. Queuing a row twice is harmless (the actor skips a row
 that is done, and the ledger posts a notify once however often it sees it) but must not
 snowball: while workers drain a long backlog, rows wait in the queue longer than the age.
@@ -28,17 +28,17 @@ CLOCK_MARGIN = timedelta(seconds=5)
 log = structlog.get_logger("worker.pipeline.redrive")
 
 
-def redrive_once(database_url: str, redis_url: str, settings: Settings, now: datetime | None = None) -> int:
+def redrive_once(database_url: str, broker_url: str, settings: Settings, now: datetime | None = None) -> int:
     """Queue again every row still received/queued whose last hand-over is older than
     settings.redrive_after_seconds and than the oldest message waiting in the queue; return how
     many were queued.
 
-    Raises RetryableError when PostgreSQL or Redis is unavailable (rows already queued in this
-    call stay marked; the others are found again next time).
+    Raises RetryableError when PostgreSQL or the broker (Redis or RabbitMQ) is unavailable (rows
+    already queued in this call stay marked; the others are found again next time).
     """
     now = now or datetime.now(timezone.utc)
     cutoff = now - timedelta(seconds=settings.redrive_after_seconds)
-    broker = sender_broker(redis_url)
+    broker = sender_broker(broker_url)
     waiting_since = messages.oldest_waiting(broker, settings.queue_name)
     if waiting_since is not None:
         cutoff = min(cutoff, waiting_since - CLOCK_MARGIN)
