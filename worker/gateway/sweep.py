@@ -41,7 +41,7 @@ from worker.gateway.errors import GatewayFailError, GatewayNetworkError
 from worker.gateway.expected import V3_CHANNELS
 from worker.gateway.ratelimit import RateLimiter
 from worker.gateway.schedule import Schedule
-from worker.gateway.sweep_records import Answered, Outcome, Records
+from worker.gateway.sweep_records import DEFAULT_RECORD_BATCH, Answered, Outcome, Records
 from worker.ledger.posting import post_notify
 from worker.sqlfiles import q
 
@@ -86,8 +86,12 @@ def open_pool(database_url: str, concurrency: int = DEFAULT_CONCURRENCY) -> psyc
 
 def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now: datetime,
                schedule: Schedule | None = None, concurrency: int = DEFAULT_CONCURRENCY,
-               limiter: RateLimiter | None = None, batch: int = DEFAULT_BATCH) -> SweepReport:
+               limiter: RateLimiter | None = None, batch: int = DEFAULT_BATCH,
+               record_batch: int = DEFAULT_RECORD_BATCH) -> SweepReport:
     """Run one sweep pass as of `now` (aware). Returns its report (skipped when another pass runs).
+
+    `batch` is the most due rows one pass asks about, `record_batch` how many answers are recorded
+    per statement.
 
     Raises RetryableError when PostgreSQL is unavailable; gateway errors are counted, logged and
     retried on the next scheduled query, never raised.
@@ -104,7 +108,7 @@ def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now:
             log.info("sweep.skipped", reason="another sweep is running")
             return report
         try:
-            _run(lock_conn, pool, client, now, schedule, concurrency, limiter, batch, report)
+            _run(lock_conn, pool, client, now, schedule, concurrency, limiter, batch, record_batch, report)
         finally:
             lock_conn.execute(q("sweep_unlock"), {"key": db.SWEEP_LOCK_KEY})
             lock_conn.autocommit = False
@@ -114,7 +118,8 @@ def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now:
 
 
 def _run(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, client: GatewayClient, now: datetime,
-         schedule: Schedule, concurrency: int, limiter: RateLimiter | None, batch: int, report: SweepReport) -> None:
+         schedule: Schedule, concurrency: int, limiter: RateLimiter | None, batch: int, record_batch: int,
+         report: SweepReport) -> None:
     with conn.transaction():
         for name in ("sweep_settle_by_pay_order_id", "sweep_settle_by_mch_order_no"):
             report.settled += len(conn.execute(q(name), {"now": now}).fetchall())
@@ -130,7 +135,7 @@ def _run(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, client: Ga
         with pool.connection() as task_conn:  # one connection per task: the query's answer is posted on it
             return _ask(task_conn, client, limiter, *item)
 
-    records = Records(conn, now, schedule)
+    records = Records(conn, now, schedule, record_batch)
     tasks: list[tuple[Literal["expected", "parked"], dict[str, Any]]] = \
         [("expected", row) for row in expected] + [("parked", row) for row in parked]
     if tasks:
