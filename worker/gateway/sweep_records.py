@@ -102,15 +102,16 @@ class Records:
         return {r["pay_order_id"]: r for r in rows}
 
     def _finish(self, answered: Answered, states: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], Outcome]:
-        finish = _finish_expected if answered.table == "expected" else _finish_parked
+        finish, schedule = ((_finish_expected, self.schedule) if answered.table == "expected"
+                            else (_finish_parked, self.parked_schedule))
         order = states.get(answered.pay_order_id or "", _NOT_IN_LEDGER)
         try:
-            return finish(answered, order, self.now, self.parked_schedule if answered.table == "parked" else self.schedule)
+            return finish(answered, order, self.now, schedule)
         except Exception as exc:  # a bug must not stop the other answers of the batch; logged with its traceback
-            ids = {k: answered.row.get(k) for k in ("mch_id", "mch_order_no", "original_order_id") if k in answered.row}
+            ids = {k: answered.row[k] for k in ("mch_id", "mch_order_no", "original_order_id") if k in answered.row}
             log.exception("sweep.task_failed", **ids)
-            return finish(replace(answered, result=None, error=f"{type(exc).__name__}: {exc}"[:500]), order, self.now,
-                          self.parked_schedule if answered.table == "parked" else self.schedule)
+            failed = replace(answered, result=None, error=f"{type(exc).__name__}: {exc}"[:500])
+            return finish(failed, order, self.now, schedule)
 
 
 def classify(order: dict[str, Any]) -> str:
