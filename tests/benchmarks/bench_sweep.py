@@ -17,6 +17,7 @@ import argparse
 import os
 import subprocess
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -66,6 +67,21 @@ def seed_orders(base: str, db_url: str, tag: str, n: int, paid_share: float, now
     return [(s["mchId"], oid) for s, oid in zip(specs, ids)]
 
 
+def transactions(server: str, name: str) -> int:
+    """Transactions committed or rolled back in database `name` so far, once the count is steady
+    (a backend reports its counts when idle or when it exits)."""
+    last = -1
+    with psycopg.connect(server, autocommit=True) as conn:
+        for _ in range(30):
+            n = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                             (name,)).fetchone()[0]
+            if n == last:
+                return n
+            last = n
+            time.sleep(0.2)
+    return last
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=10_000)
@@ -88,6 +104,7 @@ def main() -> None:
         now = datetime.now(timezone.utc)  # one instant for every run: a run's rescheduled orders are not due again
         for level in levels:
             targets = seed_orders(base, db_url, f"c{level}", args.orders, args.paid, now)
+            before = transactions(server, name)
             pool = open_pool(db_url, level)
             with GatewayClient(BENCH_MERCHANTS, v3_base_url=f"{base}/v3", v1_base_url=f"{base}/v1",
                                max_connections=level) as client:
@@ -95,10 +112,11 @@ def main() -> None:
                 qps = report.queried / report.seconds
                 top = gateway_queries(client, targets, level)
             pool.close()
+            per_query = (transactions(server, name) - before) / max(report.queried, 1)
             print(f"concurrency {level:>3}: swept {report.queried} orders in {report.seconds:6.2f} s = "
-                  f"{qps:7.1f} queries/s (paid {report.paid}, pending {report.pending}, errors {report.errors}); "
-                  f"ceiling, same queries without the database: {top:7.1f} queries/s; "
-                  f"sweep / ceiling {ratio(qps, top)} (goal >= {GOAL:.1f}x)")
+                  f"{qps:7.1f} queries/s (paid {report.paid}, pending {report.pending}, errors {report.errors}; "
+                  f"{per_query:.2f} database transactions per query); ceiling, same queries without the "
+                  f"database: {top:7.1f} queries/s; sweep / ceiling {ratio(qps, top)} (goal >= {GOAL:.1f}x)")
     finally:
         processes.stop(proc, timeout=10)
         drop_database(server, name)
