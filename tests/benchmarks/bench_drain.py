@@ -79,7 +79,7 @@ class Drain:
     threads: int
     rows: int
     seconds: float  # from worker start to the last row done
-    warm_seconds: float  # from the first row done to the last
+    warm_seconds: float  # from the first row processed to the last (inbox.processed_at): without startup
     ceiling: float  # single-row INSERT commits/s at processes x threads connections
 
     @property
@@ -118,12 +118,10 @@ def drain(server: str, redis_url: str, rows: int, processes: int, threads: int, 
         env = service_env(db_url, redis_url, q, MERCHANTS_JSON, tmp)
         start = time.perf_counter()
         worker = start_worker(env, processes=processes, threads=threads)
-        last, first_at = 0, None
+        last = 0
         while True:
             time.sleep(1.0)
             n = done(db_url)
-            if n and first_at is None:
-                first_at = time.perf_counter() - 1.0
             if n >= rows:
                 break
             if worker.poll() is not None:
@@ -135,7 +133,8 @@ def drain(server: str, redis_url: str, rows: int, processes: int, threads: int, 
         with psycopg.connect(db_url) as conn:
             outcomes = dict(conn.execute("SELECT outcome, count(*) FROM inbox GROUP BY outcome").fetchall())
             entries = conn.execute("SELECT count(*) FROM journal_entries").fetchone()[0]
-        result = Drain(processes, threads, rows, end - start, end - (first_at or start), ceiling)
+            first, last_done = conn.execute("SELECT min(processed_at), max(processed_at) FROM inbox").fetchone()
+        result = Drain(processes, threads, rows, end - start, (last_done - first).total_seconds(), ceiling)
         print(f"drained {rows} notifies with {processes} processes x {threads} threads ({os.cpu_count()} CPUs) in "
               f"{result.seconds:.1f}s from worker start: {result.rate:.0f} notifies/s "
               f"({result.warm_rate:.0f}/s after startup)")
