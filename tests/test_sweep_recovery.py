@@ -79,8 +79,8 @@ class Env:
         reqs = self.ctl.get("/_sim/stats").json()["requests"]
         return reqs.get("cc_query", 0) + reqs.get("query_order", 0)
 
-    def sweep(self, now: datetime, schedule: Schedule | None = None, concurrency: int = 8) -> SweepReport:
-        return sweep_once(self.pool, self.client, now=now, schedule=schedule, concurrency=concurrency)
+    def sweep(self, now: datetime, schedule: Schedule | None = None, concurrency: int = 8, **kwargs) -> SweepReport:
+        return sweep_once(self.pool, self.client, now=now, schedule=schedule, concurrency=concurrency, **kwargs)
 
     def close(self) -> None:
         self.pool.close()
@@ -145,6 +145,32 @@ def test_dropped_notify_is_recovered_by_the_sweep(env_factory, db_url):
     # a second pass finds nothing due and asks nothing
     again = env.sweep(now + timedelta(hours=1))
     assert (again.due, env.queries()) == (0, 2)
+
+
+def test_answers_recorded_in_batches_are_each_recorded_as_when_alone(env_factory, db_url):
+    """Five answers recorded two at a time (three statements): every order's row as one query gives it."""
+    env = env_factory(policy=NotifyPolicy(seed=11, drop_rate=1.0))
+    now = datetime.now(timezone.utc)
+    statuses = {"B-PAID-1": 2, "B-PAID-2": 2, "B-WAIT-1": 0, "B-WAIT-2": 0, "B-FAIL": 9}
+    orders = {no: env.create(mchId=MCH, mchOrderNo=no, amount=700 + i, status=status)
+              for i, (no, status) in enumerate(statuses.items())}
+    for order in orders.values():
+        env.expect(order, now - timedelta(minutes=5))
+    report = env.sweep(now, record_batch=2)
+
+    assert (report.due, report.queried, report.paid, report.pending, report.failed, report.errors) == (5, 5, 2, 2, 1, 0)
+    for no, order in orders.items():
+        row = expected_row(db_url, no)
+        resolution = {2: "paid", 9: "failed", 0: None}[statuses[no]]
+        assert (row["query_count"], row["last_queried_at"], row["last_status"], row["last_error"]) == \
+            (1, now, statuses[no], None), no
+        assert (row["resolution"], row["pay_order_id"]) == (resolution, order["payOrderId"]), no
+        assert row["next_query_at"] == (None if resolution else now + timedelta(minutes=1)), no
+        assert row["resolved_at"] == (now if resolution else None) and row["gave_up_at"] is None, no
+    assert set(by_order(entries(db_url))) == {orders["B-PAID-1"]["payOrderId"], orders["B-PAID-2"]["payOrderId"]}
+    with psycopg.connect(db_url) as conn:
+        counts = conn.execute("SELECT counts FROM sweep_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert (counts["queried"], counts["paid"], counts["pending"], counts["failed"]) == (5, 2, 2, 1)
 
 
 def test_pos_order_completing_after_40s_is_found_by_2s_polling(env_factory, db_url):

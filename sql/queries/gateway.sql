@@ -55,13 +55,13 @@ WHERE e.resolved_at IS NULL AND e.pay_order_id IS NULL AND o.mch_id = e.mch_id A
   AND (o.state <> 'failed' OR NOT EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = o.pay_order_id AND i.state <> 'done'))
 RETURNING e.mch_id, e.mch_order_no, e.gave_up_at;
 
--- name: sweep_order_state
--- After an answer was posted: where the order stands, whether a notify for it is still unprocessed
--- or failed in the inbox, and how many refunds still wait parked on it.
-SELECT o.state, o.pay_type,
+-- name: sweep_order_states
+-- After a batch of answers was posted: where each order stands, whether a notify for it is still
+-- unprocessed or failed in the inbox, and how many refunds still wait parked on it.
+SELECT o.pay_order_id, o.state, o.pay_type,
        EXISTS (SELECT 1 FROM inbox i WHERE i.pay_order_id = o.pay_order_id AND i.state <> 'done') AS inbox_open,
        (SELECT count(*) FROM orders r WHERE r.original_order_id = o.pay_order_id AND r.state = 'parked') AS parked
-FROM orders o WHERE o.pay_order_id = %(pay_order_id)s;
+FROM orders o WHERE o.pay_order_id = ANY(%(pay_order_ids)s::text[]);
 
 -- name: sweep_due_expected
 SELECT mch_id, mch_order_no, pay_order_id, amount, currency, channel, family, created_at, query_count
@@ -71,12 +71,18 @@ ORDER BY next_query_at
 LIMIT %(limit)s;
 
 -- name: sweep_record_expected
-UPDATE expected_orders
-SET query_count = query_count + 1, last_queried_at = %(now)s, last_status = %(last_status)s,
-    last_error = %(last_error)s, pay_order_id = coalesce(pay_order_id, %(pay_order_id)s),
-    next_query_at = %(next_query_at)s, resolved_at = %(resolved_at)s, resolution = %(resolution)s,
-    gave_up_at = %(gave_up_at)s
-WHERE mch_id = %(mch_id)s AND mch_order_no = %(mch_order_no)s AND resolved_at IS NULL AND gave_up_at IS NULL;
+-- A batch of answers (one array element per expected order), recorded in one statement.
+UPDATE expected_orders e
+SET query_count = e.query_count + 1, last_queried_at = %(now)s, last_status = r.last_status,
+    last_error = r.last_error, pay_order_id = coalesce(e.pay_order_id, r.pay_order_id),
+    next_query_at = r.next_query_at, resolved_at = r.resolved_at, resolution = r.resolution,
+    gave_up_at = r.gave_up_at
+FROM unnest(%(mch_id)s::text[], %(mch_order_no)s::text[], %(last_status)s::integer[], %(last_error)s::text[],
+            %(pay_order_id)s::text[], %(next_query_at)s::timestamptz[], %(resolved_at)s::timestamptz[],
+            %(resolution)s::text[], %(gave_up_at)s::timestamptz[])
+     AS r(mch_id, mch_order_no, last_status, last_error, pay_order_id, next_query_at, resolved_at, resolution,
+          gave_up_at)
+WHERE e.mch_id = r.mch_id AND e.mch_order_no = r.mch_order_no AND e.resolved_at IS NULL AND e.gave_up_at IS NULL;
 
 -- Parked refunds whose original nobody is asking about yet.
 -- name: sweep_parked_unqueried
@@ -108,11 +114,15 @@ ORDER BY next_query_at
 LIMIT %(limit)s;
 
 -- name: sweep_record_parked
-UPDATE parked_queries
-SET query_count = query_count + 1, last_queried_at = %(now)s, last_status = %(last_status)s,
-    last_error = %(last_error)s, next_query_at = %(next_query_at)s, resolved_at = %(resolved_at)s,
-    gave_up_at = %(gave_up_at)s
-WHERE original_order_id = %(original_order_id)s AND resolved_at IS NULL AND gave_up_at IS NULL;
+-- A batch of answers (one array element per parked original), recorded in one statement.
+UPDATE parked_queries p
+SET query_count = p.query_count + 1, last_queried_at = %(now)s, last_status = r.last_status,
+    last_error = r.last_error, next_query_at = r.next_query_at, resolved_at = r.resolved_at,
+    gave_up_at = r.gave_up_at
+FROM unnest(%(original_order_id)s::text[], %(last_status)s::integer[], %(last_error)s::text[],
+            %(next_query_at)s::timestamptz[], %(resolved_at)s::timestamptz[], %(gave_up_at)s::timestamptz[])
+     AS r(original_order_id, last_status, last_error, next_query_at, resolved_at, gave_up_at)
+WHERE p.original_order_id = r.original_order_id AND p.resolved_at IS NULL AND p.gave_up_at IS NULL;
 
 -- name: sweep_next_due
 SELECT min(t) AS next_due FROM (

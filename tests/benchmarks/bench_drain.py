@@ -1,12 +1,18 @@
-"""Benchmark: notifies posted per second end to end while real dramatiq workers drain a backlog.
+"""Benchmark: notifies posted per second end to end while real dramatiq workers drain a backlog,
+next to the single-row INSERT commit ceiling at the same concurrency, measured in the same run.
 
     python -m tests.benchmarks.bench_drain [--rows 100000] [--processes 2] [--threads 4]
+    python -m tests.benchmarks.bench_drain --rows 30000 --scaling 1,2,4    # the cost of growth
 
 The inbox is filled with signed V3 notifies (four pays for each refund of one of them), as the
 ingress would have stored them, and every inbox id is queued in Redis; then `iotledger worker`
 starts and the clock runs until every row is done: each message loads its row, verifies the
-sign again, posts through the ledger code and marks the row. It creates (and drops) its own
-database on TEST_DATABASE_URL's server and uses a unique queue on TEST_REDIS_URL / REDIS_URL.
+sign again, posts through the ledger code and marks the row. The ceiling (ceilings.py) is plain
+single-row INSERT + COMMIT into a bare table of the same database from as many connections as
+the drain has worker threads (processes x threads), measured just before the workers start.
+`--scaling` repeats the whole run (a fresh backlog each time) for each number of worker
+processes, the same threads each, and prints a table. It creates (and drops) its own database
+on TEST_DATABASE_URL's server and uses a unique queue on TEST_REDIS_URL / REDIS_URL.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import os
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
 import redis
 
+from tests.benchmarks.ceilings import insert_commits, ratio
 from tests.factories import MERCHANTS_JSON, v3_pay, v3_refund
 from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from tests.fix_redis import DEFAULT_TEST_REDIS_URL
@@ -60,15 +68,34 @@ def done(db_url: str) -> int:
         return conn.execute("SELECT count(*) FROM inbox WHERE state = 'done'").fetchone()[0]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=100_000)
-    ap.add_argument("--processes", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=4)
-    args = ap.parse_args()
+GOAL = 0.3  # the drain end to end, as a share of the single-row INSERT ceiling
 
-    server = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
-    redis_url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_TEST_REDIS_URL
+
+@dataclass(frozen=True)
+class Drain:
+    """One drain and its ceiling."""
+
+    processes: int
+    threads: int
+    rows: int
+    seconds: float  # from worker start to the last row done
+    warm_seconds: float  # from the first row processed to the last (inbox.processed_at): without startup
+    ceiling: float  # single-row INSERT commits/s at processes x threads connections
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+    @property
+    def warm_rate(self) -> float:
+        return self.rows / self.warm_seconds
+
+
+def drain(server: str, redis_url: str, rows: int, processes: int, threads: int, ceiling_rows: int) -> Drain:
+    """Fill a backlog in a scratch database, measure the ceiling, drain it; return the figures.
+
+    Raises SystemExit when the workers exit or stop making progress.
+    """
     q = f"bench{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="bench_drain_"))
     name = create_database(server, "bench_drain")
@@ -77,7 +104,7 @@ def main() -> None:
     try:
         migrate(db_url)
         t0 = time.perf_counter()
-        fill(db_url, args.rows)
+        fill(db_url, rows)
         t1 = time.perf_counter()
         broker = sender_broker(redis_url)
         with psycopg.connect(db_url) as conn:
@@ -85,18 +112,17 @@ def main() -> None:
         for inbox_id in ids:
             messages.send(broker, q, inbox_id)
         t2 = time.perf_counter()
-        print(f"backlog: {args.rows} inbox rows stored in {t1 - t0:.1f}s, queued in {t2 - t1:.1f}s "
-              f"({args.rows / (t2 - t1):.0f} enqueues/s)")
+        print(f"backlog: {rows} inbox rows stored in {t1 - t0:.1f}s, queued in {t2 - t1:.1f}s "
+              f"({rows / (t2 - t1):.0f} enqueues/s)")
+        ceiling = insert_commits(db_url, ceiling_rows, processes=processes, threads=threads)
         env = service_env(db_url, redis_url, q, MERCHANTS_JSON, tmp)
         start = time.perf_counter()
-        worker = start_worker(env, processes=args.processes, threads=args.threads)
-        last, first_at = 0, None
+        worker = start_worker(env, processes=processes, threads=threads)
+        last = 0
         while True:
             time.sleep(1.0)
             n = done(db_url)
-            if n and first_at is None:
-                first_at = time.perf_counter() - 1.0
-            if n >= args.rows:
+            if n >= rows:
                 break
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with {worker.returncode}; see {tmp / 'worker.log'}")
@@ -107,10 +133,16 @@ def main() -> None:
         with psycopg.connect(db_url) as conn:
             outcomes = dict(conn.execute("SELECT outcome, count(*) FROM inbox GROUP BY outcome").fetchall())
             entries = conn.execute("SELECT count(*) FROM journal_entries").fetchone()[0]
-        print(f"drained {args.rows} notifies with {args.processes} processes x {args.threads} threads "
-              f"({os.cpu_count()} CPUs) in {end - start:.1f}s from worker start: "
-              f"{args.rows / (end - start):.0f} notifies/s ({args.rows / (end - (first_at or start)):.0f}/s after startup)")
+            first, last_done = conn.execute("SELECT min(processed_at), max(processed_at) FROM inbox").fetchone()
+        result = Drain(processes, threads, rows, end - start, (last_done - first).total_seconds(), ceiling)
+        print(f"drained {rows} notifies with {processes} processes x {threads} threads ({os.cpu_count()} CPUs) in "
+              f"{result.seconds:.1f}s from worker start: {result.rate:.0f} notifies/s "
+              f"({result.warm_rate:.0f}/s after startup)")
+        print(f"  ceiling (1-row INSERT+commit, {processes * threads} connections): {ceiling:.0f} inserts/s; "
+              f"drain / ceiling {ratio(result.rate, ceiling)} ({ratio(result.warm_rate, ceiling)} after startup; "
+              f"goal >= {GOAL:.1f}x)")
         print(f"  outcomes {outcomes}; journal entries {entries}")
+        return result
     finally:
         if worker is not None:
             stop(worker)
@@ -118,6 +150,33 @@ def main() -> None:
         for key in client.scan_iter(f"dramatiq:{q}*"):
             client.delete(key)
         drop_database(server, name)
+
+
+def print_scaling(runs: list[Drain]) -> None:
+    """The drains side by side: what one more worker process buys."""
+    print(f"\nscaling ({runs[0].rows} notifies each, {os.cpu_count()} CPUs):")
+    print(f"  {'processes x threads':>19}  {'notifies/s':>10}  {'after startup':>13}  {'ceiling/s':>9}  "
+          f"{'ratio':>6}  {'vs 1st':>6}")
+    for r in runs:
+        print(f"  {f'{r.processes} x {r.threads}':>19}  {r.rate:10.0f}  {r.warm_rate:13.0f}  {r.ceiling:9.0f}  "
+              f"{ratio(r.rate, r.ceiling):>6}  {ratio(r.rate, runs[0].rate):>6}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--scaling", help="comma-separated worker process counts, e.g. 1,2,4 (each with --threads)")
+    ap.add_argument("--ceiling-rows", type=int, default=20_000, help="rows the INSERT ceiling commits")
+    args = ap.parse_args()
+
+    server = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
+    redis_url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_TEST_REDIS_URL
+    counts = [int(x) for x in args.scaling.split(",")] if args.scaling else [args.processes]
+    runs = [drain(server, redis_url, args.rows, n, args.threads, args.ceiling_rows) for n in counts]
+    if args.scaling:
+        print_scaling(runs)
 
 
 if __name__ == "__main__":

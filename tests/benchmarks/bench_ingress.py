@@ -2,12 +2,15 @@
 next to the same server stack (gunicorn, uvicorn workers, same config) answering a bare 200 with
 no work: the ceiling of the HTTP layer.
 
-    python -m tests.benchmarks.bench_ingress [--requests 5000] [--concurrency 8] [--workers 2]
+    python -m tests.benchmarks.bench_ingress [--requests 5000] [--concurrency 8] [--workers 2] [--runs 3]
 
 Every request is a distinct signed V3 notify (so each one is screened, stored and committed,
 and enqueued after the answer). It creates (and drops) its own database on the server of
 TEST_DATABASE_URL and uses a unique queue on TEST_REDIS_URL / REDIS_URL (deleted at the end).
-The client runs on the same machine, in threads; its cost is in both figures alike.
+The client runs on the same machine, in threads; its cost is in both figures alike. Each run
+measures the bare 200 (ceilings.py) then the ingress and prints both with the ratios of
+requests/s and of p99; `--runs N` repeats that and prints the median of each figure and ratio
+and the worst ratios (the goals hold steadily, not once).
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 import redis
 
+from tests.benchmarks.ceilings import BARE_APP
 from tests.factories import MERCHANTS_JSON, v3_pay
 from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from tests.fix_redis import DEFAULT_TEST_REDIS_URL
@@ -36,11 +39,8 @@ from worker.migrations import migrate
 from worker.processes import service_env, start_web, stop
 
 
-def bare_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """The ceiling: read the body, answer 200 SUCCESS, nothing else."""
-    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7")])
-    return [b"SUCCESS"]
+GOAL_RPS = 0.8  # the ingress's requests/s, as a share of the bare 200's
+GOAL_P99 = 1.5  # the ingress's p99 latency, at most this multiple of the bare 200's
 
 
 def drive(url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]:
@@ -83,11 +83,38 @@ def drive(url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]:
             "n": len(latencies)}
 
 
+def one_run(env: dict[str, str], bodies: list[bytes], workers: int, concurrency: int) -> dict[str, dict[str, float]]:
+    """The bare 200, then the ingress, on the same stack: their figures by label."""
+    results = {}
+    for label, app in (("bare", BARE_APP), ("ingress", None)):
+        proc, url = start_web(env, workers=workers, app=app)
+        try:
+            results[label] = drive(url, bodies, concurrency)
+        finally:
+            stop(proc)
+    results["ratio"] = {"rps": results["ingress"]["rps"] / results["bare"]["rps"],
+                        "p99": results["ingress"]["p99"] / results["bare"]["p99"]}
+    return results
+
+
+def print_run(label: str, r: dict[str, dict[str, float]]) -> None:
+    """One run: both figures and their ratios, against the goals."""
+    for name, title in (("bare", "bare 200 (ceiling)"), ("ingress", "ingress")):
+        f = r[name]
+        print(f"  {label:<10} {title:<20} {f['rps']:8.0f} req/s   p50 {f['p50']:6.2f} ms   p99 {f['p99']:6.2f} ms"
+              + (f"   errors {f['errors']:.0f}" if "errors" in f else ""))
+    rps, p99 = r["ratio"]["rps"], r["ratio"]["p99"]
+    print(f"  {label:<10} {'ingress / bare':<20} {rps:7.2f}x req/s (goal >= {GOAL_RPS}x"
+          f"{'' if rps >= GOAL_RPS else ', not met'})   {p99:5.2f}x p99 (goal <= {GOAL_P99}x"
+          f"{'' if p99 <= GOAL_P99 else ', not met'})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    ap.add_argument("--runs", type=int, default=1, help="repeat the pair of measurements, print each and the median")
     args = ap.parse_args()
 
     server = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
@@ -98,24 +125,25 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_ingress_"))
     try:
         migrate(db_url)
-        total = args.requests + args.concurrency * 4
-        bodies = [encode(v3_pay(f"PCB{i:08d}", 1000 + i), form=False)[0] for i in range(total)]
         env = service_env(db_url, redis_url, queue, MERCHANTS_JSON, tmp)
-        results = {}
-        for label, app in (("bare 200 (ceiling)", "tests.benchmarks.bench_ingress:bare_app"), ("ingress", None)):
-            proc, url = start_web(env, workers=args.workers, app=app)
-            try:
-                results[label] = drive(url, bodies, args.concurrency)
-            finally:
-                stop(proc)
+        total = args.requests + args.concurrency * 4
+        print(f"gunicorn + uvicorn workers (front.py), {args.workers} workers x 4 threads; concurrency {args.concurrency}; "
+              f"{args.requests} requests each; {args.runs} run(s); {os.cpu_count()} CPUs")
+        runs = []
+        for run in range(args.runs):
+            # new notifies every run: a byte-identical redelivery would take the inbox's cheaper path
+            bodies = [encode(v3_pay(f"PCB{run:02d}{i:08d}", 1000 + i), form=False)[0] for i in range(total)]
+            runs.append(one_run(env, bodies, args.workers, args.concurrency))
+            print_run(f"run {run + 1}", runs[-1])
+        if args.runs > 1:
+            med = {name: {k: statistics.median(r[name][k] for r in runs) for k in runs[0][name] if k != "errors"}
+                   for name in ("bare", "ingress", "ratio")}
+            print_run("median", med)
+            print(f"  {'worst':<10} {'ingress / bare':<20} {min(r['ratio']['rps'] for r in runs):7.2f}x req/s, "
+                  f"{max(r['ratio']['p99'] for r in runs):.2f}x p99 (the worst of {args.runs} runs)")
         with psycopg.connect(db_url) as conn:
             stored = conn.execute("SELECT count(*) FROM inbox").fetchone()[0]
-        print(f"gunicorn + uvicorn workers (front.py), {args.workers} workers x 4 threads; concurrency {args.concurrency}; "
-              f"{args.requests} requests each; {os.cpu_count()} CPUs")
-        for label, r in results.items():
-            print(f"  {label:<20} {r['rps']:8.0f} req/s   p50 {r['p50']:6.2f} ms   p99 {r['p99']:6.2f} ms   "
-                  f"errors {r['errors']}")
-        print(f"  inbox rows stored by the ingress run: {stored}")
+        print(f"  inbox rows stored by the ingress runs: {stored}")
     finally:
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(f"dramatiq:{queue}*"):

@@ -6,9 +6,9 @@ Against `iotledger simulate` (gunicorn, its own process, real HTTP with keep-ali
 PostgreSQL (TEST_DATABASE_URL or 127.0.0.1:5432; a scratch database, dropped at the end).
 Each order is expected and due; a `--paid` share has succeeded at the gateway (notify lost),
 the rest are still pending. For each concurrency it prints the sweep pass's queries per
-second (query + verify + post through the ledger + reschedule), next to the ceiling: the
-same queries from the same client with no database work. No per-merchant rate limit is
-applied here (it would measure the limit, not the sweep).
+second (query + verify + post through the ledger + reschedule), next to the ceiling measured in
+the same run (ceilings.py): the same queries from the same client with no database work, and
+the ratio. No per-merchant rate limit is applied here (it would measure the limit, not the sweep).
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ import os
 import subprocess
 import tempfile
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import psycopg
-from psycopg import sql
 
+from tests.benchmarks.ceilings import gateway_queries, ratio
 from tests.factories import merchants_json
+from tests.fix_db import DEFAULT_TEST_DATABASE_URL, create_database, drop_database, with_dbname
 from worker import logs, processes
 from worker.gateway.client import GatewayClient
 from worker.gateway.expected import ExpectedOrder, record
@@ -35,13 +34,8 @@ from worker.merchants import Merchant, Merchants
 from worker.migrations import migrate
 
 MERCHANT_COUNT = 10
+GOAL = 0.8  # the sweep's queries/s, as a share of the same queries without the database
 BENCH_MERCHANTS = Merchants({f"B{i}": Merchant(f"B{i}", (f"bench-key-{i:02d}-0123456789",), "bench") for i in range(MERCHANT_COUNT)})
-
-
-def _with_db(url: str, name: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(url)
-    params["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**params)
 
 
 def start_simulator(threads: int) -> tuple[subprocess.Popen, str]:
@@ -73,13 +67,19 @@ def seed_orders(base: str, db_url: str, tag: str, n: int, paid_share: float, now
     return [(s["mchId"], oid) for s, oid in zip(specs, ids)]
 
 
-def ceiling(client: GatewayClient, targets: list[tuple[str, str]], concurrency: int) -> float:
-    """Queries per second from the same client with no database work (the HTTP + simulator ceiling)."""
-    families = {oid: ("v3" if oid.startswith("PC") else "v1") for _, oid in targets}
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as ex:
-        list(ex.map(lambda t: client.query(families[t[1]], t[0], pay_order_id=t[1]), targets))
-    return len(targets) / (time.perf_counter() - started)
+def transactions(server: str, name: str) -> int:
+    """Transactions committed or rolled back in database `name` so far, once the count is steady
+    (a backend reports its counts when idle or when it exits)."""
+    last = -1
+    with psycopg.connect(server, autocommit=True) as conn:
+        for _ in range(30):
+            n = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+                             (name,)).fetchone()[0]
+            if n == last:
+                return n
+            last = n
+            time.sleep(0.2)
+    return last
 
 
 def main() -> None:
@@ -92,11 +92,9 @@ def main() -> None:
     levels = [int(x) for x in args.concurrency.split(",")]
     logs.configure(level="WARNING")  # one log line per posted order would measure the terminal
 
-    server = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-    name = f"iotledger_bench_sweep_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    db_url = _with_db(server, name)
+    server = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
+    name = create_database(server, "iotledger_bench_sweep")
+    db_url = with_dbname(server, name)
     proc, base = start_simulator(args.sim_threads)
     print(f"sweep benchmark: {args.orders} expected orders per run, {args.paid:.0%} paid at the gateway "
           f"(notify lost), the rest pending; {MERCHANT_COUNT} merchants; simulator: gunicorn 1 process x "
@@ -106,20 +104,22 @@ def main() -> None:
         now = datetime.now(timezone.utc)  # one instant for every run: a run's rescheduled orders are not due again
         for level in levels:
             targets = seed_orders(base, db_url, f"c{level}", args.orders, args.paid, now)
+            before = transactions(server, name)
             pool = open_pool(db_url, level)
             with GatewayClient(BENCH_MERCHANTS, v3_base_url=f"{base}/v3", v1_base_url=f"{base}/v1",
                                max_connections=level) as client:
                 report = sweep_once(pool, client, now=now, concurrency=level, limiter=None)
                 qps = report.queried / report.seconds
-                top = ceiling(client, targets, level)
+                top = gateway_queries(client, targets, level)
             pool.close()
+            per_query = (transactions(server, name) - before) / max(report.queried, 1)
             print(f"concurrency {level:>3}: swept {report.queried} orders in {report.seconds:6.2f} s = "
-                  f"{qps:7.1f} queries/s (paid {report.paid}, pending {report.pending}, errors {report.errors}); "
-                  f"ceiling, same queries without the database: {top:7.1f} queries/s")
+                  f"{qps:7.1f} queries/s (paid {report.paid}, pending {report.pending}, errors {report.errors}; "
+                  f"{per_query:.2f} database transactions per query); ceiling, same queries without the "
+                  f"database: {top:7.1f} queries/s; sweep / ceiling {ratio(qps, top)} (goal >= {GOAL:.1f}x)")
     finally:
         processes.stop(proc, timeout=10)
-        with psycopg.connect(server, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(server, name)
 
 
 if __name__ == "__main__":
