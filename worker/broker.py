@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 import pika.exceptions
@@ -38,20 +37,16 @@ from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from worker.errors import RetryableError
+from worker.services import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, rabbitmq_url
 
 # ~20 minutes of retries in all (1 s, 2 s, 4 s, ... capped at 5 min): long enough to ride out a
 # PostgreSQL restart, short enough that a stuck message is recorded as dead the same hour.
 MAX_RETRIES = 10
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 300_000
-# A broker that hangs must not hang a web request: the enqueue gives up and redrive takes over.
-SOCKET_TIMEOUT_S = 5.0
-CONNECT_TIMEOUT_S = 2.0
+# A broker that hangs must not hang a web request: the enqueue gives up and redrive takes over
+# (the timeouts, and RabbitMQ's in its URL, live with the services' addresses in worker/services.py).
 RABBITMQ_SCHEMES = ("amqp://", "amqps://")
-# pika's defaults (10 s to connect, 15 s to open, no limit on a blocked connection) set unless the
-# URL names them; a RabbitMQ out of memory or disk blocks publishers, and that is "down" to us
-RABBITMQ_TIMEOUTS = {"socket_timeout": CONNECT_TIMEOUT_S, "stack_timeout": SOCKET_TIMEOUT_S,
-                     "blocked_connection_timeout": SOCKET_TIMEOUT_S}
 # what a broker that is down, restarting or unreachable raises (dramatiq's RabbitmqBroker wraps
 # pika's errors in ConnectionClosed after its own attempts; its consumer and channel raise pika's)
 CONNECTION_ERRORS = (redis.RedisError, OSError, BrokerConnectionError, pika.exceptions.AMQPError)
@@ -73,18 +68,6 @@ def kind(broker: dramatiq.Broker) -> str:
 def redis_client(redis_url: str) -> redis.Redis:
     """A Redis client with bounded timeouts (dramatiq's default has none)."""
     return redis.Redis.from_url(redis_url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S)
-
-
-def rabbitmq_url(url: str) -> str:
-    """url with RABBITMQ_TIMEOUTS added to its query where it does not set them (each URL of a
-    `;`-separated list of nodes)."""
-    out = []
-    for one in url.split(";"):
-        parts = urlsplit(one)
-        query = dict(parse_qsl(parts.query))
-        query = {**{k: str(v) for k, v in RABBITMQ_TIMEOUTS.items()}, **query}
-        out.append(urlunsplit(parts._replace(query=urlencode(query))))
-    return ";".join(out)
 
 
 def build_middleware(*, prometheus: bool = False) -> list[dramatiq.Middleware]:

@@ -20,11 +20,32 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
 from worker.config import Settings
 from worker.errors import ConfigError, RetryableError
+
+# a broker that hangs must not hang a web request: the enqueue gives up and redrive takes over
+SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
+# pika's defaults (10 s to connect, 15 s to open, no limit on a blocked connection) set unless the
+# URL names them; a RabbitMQ out of memory or disk blocks publishers, and that is "down" to us
+RABBITMQ_TIMEOUTS = {"socket_timeout": CONNECT_TIMEOUT_S, "stack_timeout": SOCKET_TIMEOUT_S,
+                     "blocked_connection_timeout": SOCKET_TIMEOUT_S}
+
+
+def rabbitmq_url(url: str) -> str:
+    """url with RABBITMQ_TIMEOUTS added to its query where it does not set them (each URL of a
+    `;`-separated list of nodes)."""
+    out = []
+    for one in url.split(";"):
+        parts = urlsplit(one)
+        query = dict(parse_qsl(parts.query))
+        query = {**{k: str(v) for k, v in RABBITMQ_TIMEOUTS.items()}, **query}
+        out.append(urlunsplit(parts._replace(query=urlencode(query))))
+    return ";".join(out)
 
 
 class NoDatabaseError(ConfigError):
@@ -174,7 +195,6 @@ def rabbitmq_answers(url: str) -> bool:
     import pika  # imported lazily: only a site on RabbitMQ asks
     import pika.exceptions
 
-    from worker.broker import rabbitmq_url
 
     try:
         pika.BlockingConnection(pika.URLParameters(rabbitmq_url(url))).close()
