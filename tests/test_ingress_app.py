@@ -350,3 +350,17 @@ def test_a_signed_notify_with_a_nul_character_in_its_order_id_is_kept_not_answer
         process.handle(conn, row["id"], stack.settings)
     [row] = stack.rows()
     assert row["state"] == "failed" and "PostgreSQL refused" in row["reason"]
+
+
+@pytest.mark.parametrize("card", [4325671234562266.0, ["4325671234562266"], {"pan": "4325671234562266"}])
+def test_a_card_number_of_another_json_type_is_kept_masked(stack, card):
+    # IOTPay sends a string; a signed body with anything else is kept for the worker, never unmasked
+    params = v3_pay("PC302", 700, cardNum=card)
+    raw = json.dumps(params).encode()
+    with stack.client() as c:
+        r = c.post("/iotpay/notify", content=raw, headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.text) == (200, "SUCCESS")
+    [row] = stack.rows()
+    stored = json.loads(bytes(row["body"]))
+    assert "4325671234562266" not in bytes(row["body"]).decode() and row["pan_masked"]
+    assert "432567******2266" in stored["cardNum"]

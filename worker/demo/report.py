@@ -30,7 +30,6 @@ class DemoReport:
     refunds: int = 0
     voids: int = 0
     notifies: dict[str, int] = field(default_factory=dict)  # delivery outcome -> count
-    duplicates_sent: int = 0
     orders_notified: int = 0
     forged_status: int = 0
     lost_order: str = ""

@@ -134,7 +134,11 @@ class NotifyBody:
         card = self.params.get(CARD_FIELD)
         if isinstance(card, int) and not isinstance(card, bool):  # a JSON number is a card number too
             card = str(card)
-        if not isinstance(card, str) or mask_pan(card) == card:
+        elif card is not None and not isinstance(card, str):
+            # a float, an object, a list: IOTPay sends a string, but whatever came is kept for the
+            # worker to judge, and its digits are masked all the same (the field becomes a string)
+            card = json.dumps(card, ensure_ascii=False)
+        if card is None or mask_pan(card) == card:
             return self
         masked = dict(self.params, **{CARD_FIELD: mask_pan(card)})
         text = self.raw.decode("utf-8")

@@ -52,7 +52,6 @@ class SimOrder:
     complete_status: int = 2
     fail_at: datetime | None = None
     settled: bool = False
-    voided: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -214,7 +213,6 @@ class OrderStore:
             if amount > original.refundable:
                 raise SimError(f"refundAmount exceeds refundable ({original.refundable})")
             original.refunded += amount
-            original.voided = void
             now = self._now()
             refund = SimOrder(
                 pay_order_id=self.new_id(original.family, original.channel, "refund"),
