@@ -131,7 +131,7 @@ def _finished(conn: psycopg.Connection, inbox_id: int) -> Handled | None:
 
 def _lost_to_concurrency(exc: RetryableError) -> bool:
     """True when PostgreSQL gave up the transaction to break a deadlock (or a serialization failure)."""
-    return isinstance(exc.__cause__, psycopg.errors.TransactionRollbackError)
+    return isinstance(exc.__cause__, (psycopg.errors.DeadlockDetected, psycopg.errors.TransactionRollback))
 
 
 def _batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, size: int, *, force: bool,
