@@ -21,6 +21,7 @@ import structlog
 from tests.factories import KEY, MCH2, KEY2, MERCHANTS, MERCHANTS_JSON, v1_pay, v3_pay, v3_refund
 from tests.fix_db import create_database, drop_database, with_dbname
 from tests.pipeline_procs import encode
+from tests.test_ledger_concurrency import _run as run_in_processes
 from worker.config import Settings
 from worker.errors import PermanentError, RetryableError, ValidationError
 from worker.iotpay.signature import signed
@@ -265,8 +266,6 @@ def _drain(db_url: str, ids: list[int], seed: int, barrier, out) -> None:
 
 
 def test_concurrent_batches_over_the_same_orders_post_each_once(db_url):
-    import multiprocessing
-
     from worker.ledger.checks import run_checks
 
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -277,15 +276,7 @@ def test_concurrent_batches_over_the_same_orders_post_each_once(db_url):
             ids.append(store(conn, reordered(v3_pay(f"PC{n}", 1000 + n))))  # the same pay again, other bytes
             ids.append(store(conn, v3_refund(f"RPb{n}", f"PC{n}", 500)))
             ids.append(store(conn, reordered(v3_refund(f"RPb{n}", f"PC{n}", 500))))
-    ctx = multiprocessing.get_context("spawn")
-    barrier, out = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_drain, args=(db_url, list(ids), seed, barrier, out)) for seed in range(4)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(30)
-        assert p.exitcode == 0
+    results = run_in_processes(db_url, ids, 4, target=_drain)
     assert all(handled == len(ids) for handled, _ in results)
     with psycopg.connect(db_url) as conn:
         states = dict(conn.execute("SELECT state, count(*) FROM inbox GROUP BY state").fetchall())
