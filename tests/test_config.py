@@ -35,6 +35,9 @@ def test_defaults_are_documented_constants_and_settings_are_frozen():
         ({"IOTLEDGER_MAX_BODY_BYTES": "big"}, "IOTLEDGER_MAX_BODY_BYTES"),
         ({"IOTLEDGER_WEB_WORKERS": "0"}, "IOTLEDGER_WEB_WORKERS"),
         ({"IOTPAY_V3_BASE_URL": "ftp://x"}, "IOTPAY_V3_BASE_URL"),
+        ({"IOTLEDGER_BATCH_SIZE": "0"}, "IOTLEDGER_BATCH_SIZE"),
+        ({"IOTLEDGER_BATCH_SIZE": "1001"}, "IOTLEDGER_BATCH_SIZE"),
+        ({"IOTLEDGER_BATCH_SIZE": "many"}, "IOTLEDGER_BATCH_SIZE"),
     ],
 )
 def test_an_invalid_value_names_the_variable(env, variable):

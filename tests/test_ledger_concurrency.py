@@ -24,11 +24,12 @@ def _worker(db_url: str, messages: list[dict], seed: int, barrier, out) -> None:
     out.put(dict(outcomes))
 
 
-def _run(db_url: str, messages: list[dict], processes: int) -> list[dict]:
+def _run(db_url: str, messages: list, processes: int, target=_worker) -> list:
+    """Run target(db_url, messages, seed, barrier, out) in several processes at once; what each put in out."""
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(db_url, list(messages), seed, barrier, out)) for seed in range(processes)]
+    procs = [ctx.Process(target=target, args=(db_url, list(messages), seed, barrier, out)) for seed in range(processes)]
     for p in procs:
         p.start()
     results = [out.get(timeout=120) for _ in procs]

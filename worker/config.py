@@ -41,6 +41,9 @@ DEFAULT_REFUSALS_PER_MINUTE = 60
 DEFAULT_QUEUE_NAME = "iotpay"
 DEFAULT_MAX_AMOUNT_CENTS = notify.DEFAULT_MAX_AMOUNT_CENTS
 DEFAULT_ALERTS_PER_CLASS = 20
+# inbox rows a worker posts in one transaction (its message's row and up to 49 others waiting)
+DEFAULT_BATCH_SIZE = 50
+MAX_BATCH_SIZE = 1000  # one transaction holds a lock per order of the batch: keep it far from the lock table's size
 MAX_AMOUNT_LIMIT = 10**15  # a million orders at this size still sum far inside a bigint
 # a request's headers and body must arrive within this (408 after); IOTPay sends a notify at once
 DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS = 10.0
@@ -73,6 +76,13 @@ def _max_amount(env: Mapping[str, str]) -> int:
     if value > MAX_AMOUNT_LIMIT:
         raise ConfigError("IOTLEDGER_MAX_AMOUNT_CENTS", f"must be <= {MAX_AMOUNT_LIMIT} (sums must stay far from "
                                                         f"the bigint limit), got {value}")
+    return value
+
+
+def _batch_size(env: Mapping[str, str]) -> int:
+    value = _int(env, "IOTLEDGER_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1)
+    if value > MAX_BATCH_SIZE:
+        raise ConfigError("IOTLEDGER_BATCH_SIZE", f"must be <= {MAX_BATCH_SIZE}, got {value}")
     return value
 
 
@@ -136,6 +146,7 @@ class Settings:
     alerts_per_class: int = DEFAULT_ALERTS_PER_CLASS
     web_request_timeout_seconds: float = DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS
     web_max_wait_seconds: float = DEFAULT_WEB_MAX_WAIT_SECONDS
+    batch_size: int = DEFAULT_BATCH_SIZE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -169,6 +180,7 @@ class Settings:
             web_request_timeout_seconds=_float(env, "IOTLEDGER_WEB_REQUEST_TIMEOUT_SECONDS",
                                                DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS),
             web_max_wait_seconds=_float(env, "IOTLEDGER_WEB_MAX_WAIT_SECONDS", DEFAULT_WEB_MAX_WAIT_SECONDS),
+            batch_size=_batch_size(env),
         )
 
 

@@ -51,7 +51,9 @@ UPDATE orders SET state = %(state)s, reason = %(reason)s, updated_at = now(),
 WHERE pay_order_id = %(pay_order_id)s
 
 -- name: account_ids
-SELECT kind, id FROM accounts WHERE mch_id = %(mch_id)s AND currency = %(currency)s
+-- settled: created before this transaction began, so committed (this transaction's own rows carry
+-- its now()); only those may be remembered past a rollback
+SELECT kind, id, created_at < now() AS settled FROM accounts WHERE mch_id = %(mch_id)s AND currency = %(currency)s
 
 -- name: ensure_accounts
 INSERT INTO accounts (mch_id, currency, kind)
@@ -176,3 +178,14 @@ WHERE a.kind = 'clearing' GROUP BY a.currency ORDER BY a.currency
 -- name: parked_older_than
 SELECT pay_order_id, original_order_id, mch_id, amount, currency, first_seen_at FROM orders
 WHERE state = 'parked' AND first_seen_at < %(before)s ORDER BY first_seen_at
+
+-- name: lock_orders
+-- The advisory locks of a whole batch in one statement, in the order of the array (the caller
+-- sorts the keys, as lock_order_tree takes its two): a function scan yields the array's elements
+-- in order, and the aggregate takes each lock as its row arrives.
+SELECT count(pg_advisory_xact_lock(hashtextextended(k, %(seed)s))) FROM unnest(%(keys)s::text[]) AS k
+
+-- name: check_balance_at_each_statement
+-- A batch checks the balance rules (sql/001_ledger.sql) at the end of each statement rather than
+-- at commit, so that a refusal rolls back one notify's savepoint, not the whole batch.
+SET CONSTRAINTS entry_balanced, posting_balanced IMMEDIATE

@@ -37,6 +37,52 @@ SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_orde
        state, outcome, reason, attempts, redrives, queued_at, processed_at
 FROM inbox WHERE id = %(id)s
 
+-- name: inbox_state
+-- A message's first look at its row: one indexed read, no lock (a row another batch finished is
+-- acknowledged on it).
+SELECT state, outcome, reason, pay_order_id FROM inbox WHERE id = %(id)s
+
+-- name: inbox_claim
+-- A message's own row, locked for its batch: waits for a batch that holds it.
+SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id, received_at, verified_at,
+       state, outcome, reason, attempts, redrives, queued_at, processed_at
+FROM inbox
+WHERE id = %(id)s FOR UPDATE
+
+-- name: inbox_claim_unless_locked
+-- A message's own row, locked for its batch unless another batch holds it (then no row).
+SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id, received_at, verified_at,
+       state, outcome, reason, attempts, redrives, queued_at, processed_at
+FROM inbox
+WHERE id = %(id)s FOR UPDATE SKIP LOCKED
+
+-- name: inbox_claim_ready
+-- Up to `limit` other rows waiting for the ledger, oldest first (the index inbox_unfinished_idx),
+-- locked for this batch. SKIP LOCKED: concurrent batches neither take one row twice nor wait on
+-- each other; a row another batch finished meanwhile no longer matches.
+SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id, received_at, verified_at,
+       state, outcome, reason, attempts, redrives, queued_at, processed_at
+FROM inbox
+WHERE state IN ('received', 'queued') AND id <> %(id)s
+ORDER BY coalesce(queued_at, received_at)
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: inbox_mark_batch
+-- Every row of a batch with its outcome, in the transaction of its postings. The same rules as
+-- inbox_mark_done (state 'done': the first outcome stands) and inbox_mark_failed (state 'failed':
+-- never overrides a row that was already done), for many rows in one statement.
+UPDATE inbox
+SET state = CASE WHEN inbox.state = 'done' THEN 'done' ELSE r.state END,
+    outcome = CASE WHEN inbox.state = 'done' THEN inbox.outcome ELSE r.outcome END,
+    reason = CASE WHEN inbox.state = 'done' THEN inbox.reason ELSE r.reason END,
+    attempts = inbox.attempts + 1,
+    processed_at = CASE WHEN r.state = 'done' THEN coalesce(inbox.processed_at, now()) ELSE now() END,
+    updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(outcomes)s::text[], %(reasons)s::text[]) AS r (id, state, outcome, reason)
+WHERE inbox.id = r.id AND (r.state = 'done' OR inbox.state <> 'done')
+RETURNING inbox.id, inbox.outcome
+
 -- name: inbox_mark_done
 -- The first outcome stands: a second delivery of the same row (redrive, replay) only counts the attempt.
 UPDATE inbox

@@ -1,8 +1,9 @@
 """The one door a notify takes into the ledger: authenticate, validate, post.
 
-The dramatiq actor and `iotledger replay` (worker/pipeline/process.py, an inbox row) and
-`iotledger ingest` (worker/ledger/notify_file.py, a line of a file) all call `verify_and_post`,
-so a notify is checked and posted the same way whichever way it came. (The sweep posts the
+The dramatiq actor and `iotledger replay` (worker/pipeline/process.py, a batch of inbox rows,
+`verify_and_post_batch`) and `iotledger ingest` (worker/ledger/notify_file.py, a line of a file,
+`verify_and_post`) go through here, so a notify is checked and posted the same way whichever
+way it came. (The sweep posts the
 gateway's answers to its own queries, which the gateway client verifies, with
 posting.post_notify.)
 
@@ -14,18 +15,22 @@ answered `success` (posted with a warning). The merchant must still be configure
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+import structlog
 
 from worker import logs
-from worker.errors import SignatureError, ValidationError
+from worker.errors import PermanentError, RetryableError, SignatureError, ValidationError
 from worker.iotpay.authentication import authenticate
 from worker.iotpay.body import NotifyBody
 from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, Notify, parse_params
 from worker.ledger.outcome import PostResult
-from worker.ledger.posting import post_notify
+from worker.ledger.posting import begin_batch, post_in_batch, post_notify
 from worker.merchants import Merchants
 
 log = logs.get("worker.ledger")
@@ -69,3 +74,49 @@ def verify_and_post(conn: psycopg.Connection, body: NotifyBody, merchants: Merch
     """
     notify = verify(body, merchants, gateway_tz, max_amount=max_amount, verified_at=verified_at, pan_masked=pan_masked)
     return post_notify(conn, notify, source=source)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A notify body and what the ingress checked and stored about it (see verify)."""
+
+    body: NotifyBody
+    verified_at: datetime | None = None
+    pan_masked: bool = False
+    log_context: Mapping[str, Any] = field(default_factory=dict)  # bound to the log lines of its post
+
+
+def verify_and_post_batch(conn: psycopg.Connection, arrivals: Sequence[Arrival], merchants: Merchants,
+                          gateway_tz: ZoneInfo, *, source: str = "notify",
+                          max_amount: int = DEFAULT_MAX_AMOUNT_CENTS) -> list[PostResult | Exception]:
+    """Verify many notifies and post them, in order, inside the caller's open transaction.
+
+    Each notify gets what `verify_and_post` would give it posted alone after the ones before it:
+    its PostResult, or the PermanentError it would raise (its post rolled back to its savepoint,
+    the others kept). Any other exception a post raises with the connection still usable is
+    returned in its place too (nothing of that notify kept), for the caller to treat like one
+    notify failing alone. Raises RetryableError when PostgreSQL is unavailable (or a deadlock
+    cost the transaction): the caller's transaction is then lost as a whole. Commits nothing.
+    """
+    verified: list[Notify | Exception] = []
+    for arrival in arrivals:
+        try:
+            with structlog.contextvars.bound_contextvars(**arrival.log_context):
+                verified.append(verify(arrival.body, merchants, gateway_tz, max_amount=max_amount,
+                                       verified_at=arrival.verified_at, pan_masked=arrival.pan_masked))
+        except PermanentError as exc:
+            verified.append(exc)
+    begin_batch(conn, [n for n in verified if isinstance(n, Notify)])
+    results: list[PostResult | Exception] = []
+    for arrival, item in zip(arrivals, verified):
+        if isinstance(item, Exception):
+            results.append(item)
+            continue
+        try:
+            with structlog.contextvars.bound_contextvars(**arrival.log_context):
+                results.append(post_in_batch(conn, item, source=source))
+        except RetryableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - its savepoint is rolled back; the batch goes on without it
+            results.append(exc)
+    return results

@@ -18,6 +18,7 @@ import hashlib
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -71,13 +72,61 @@ def post_notify(conn: psycopg.Connection, notify: Notify, *, source: str = "noti
     when PostgreSQL is unavailable, so the caller can try again later, and LedgerRefusedError
     (permanent) when PostgreSQL refuses the post as data that no retry can fix.
     """
-    keys = db.order_lock_keys(notify.pay_order_id, notify.original_order_id if notify.is_refund else None)
+    return _post(conn, notify, source, locked=False)
+
+
+def begin_batch(conn: psycopg.Connection, notifies: Iterable[Notify]) -> None:
+    """Prepare the caller's open transaction for posting many notifies, each with `post_in_batch`.
+
+    Takes every notify's advisory locks up front, in one statement and in the one global order
+    (the sorted keys, as `lock_order_tree` takes its two): transaction-level locks accumulate
+    over a batch, and two batches taking them in different orders could wait on each other in
+    a cycle. A key PostgreSQL cannot hold as text (a NUL character) is left to its own post,
+    which is refused taking it, as alone. For the rest of the transaction the balance rules are
+    checked at the end of each statement rather than at commit (an entry and its legs are one
+    statement), so that an entry that does not balance is refused with its own notify, not with
+    its whole batch. Raises RetryableError when PostgreSQL is unavailable.
+    """
+    keys = sorted({k for n in notifies for k in _lock_keys(n) if _lockable(k)})
+    with db.translated("while locking a batch"):
+        conn.execute(q("check_balance_at_each_statement"))
+        if keys:
+            conn.execute(q("lock_orders"), {"keys": keys, "seed": db.ORDER_LOCK_SEED})
+
+
+def post_in_batch(conn: psycopg.Connection, notify: Notify, *, source: str = "notify") -> PostResult:
+    """Post one notify inside the caller's transaction (prepared with `begin_batch`), isolated in a
+    savepoint: a refused post is rolled back alone and the transaction goes on.
+
+    Same results and errors as `post_notify`; nothing is committed here.
+    """
+    return _post(conn, notify, source, locked=all(_lockable(k) for k in _lock_keys(notify)))
+
+
+def _lock_keys(notify: Notify) -> tuple[str, ...]:
+    return db.order_lock_keys(notify.pay_order_id, notify.original_order_id if notify.is_refund else None)
+
+
+def _lockable(key: str) -> bool:
+    """True for a key PostgreSQL can take as text: no NUL character, and encodable (no lone surrogate)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in key
+
+
+def _post(conn: psycopg.Connection, notify: Notify, source: str, *, locked: bool) -> PostResult:
+    """One post in a transaction of its own, or in a savepoint of the caller's (`conn.transaction()`
+    nests). locked: the caller's transaction holds this notify's advisory locks already."""
+    keys = _lock_keys(notify)
     lock = {"first": keys[0], "second": keys[-1], "seed": db.ORDER_LOCK_SEED}
     with db.translated(f"while posting {notify.pay_order_id}"):
         for attempt in (1, 2):
             try:
                 with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-                    cur.execute(q("lock_order_tree"), lock)
+                    if not locked:
+                        cur.execute(q("lock_order_tree"), lock)
                     result = _post_locked(cur, notify, source)
                 break
             except psycopg.errors.UniqueViolation as exc:
@@ -266,8 +315,9 @@ def _reject(cur: psycopg.Cursor, t: _Txn, kind: str, reason: str, details: dict[
 
 
 # Accounts a connection has seen committed (they are never deleted: postings reference them), so
-# that a post does not ask again. Only accounts read back are remembered, never ones this
-# transaction created, which a rollback could take away.
+# that a post does not ask again. Only accounts created before this transaction began are
+# remembered, never ones it created (or an earlier notify of its batch did), which a rollback
+# could take away.
 _known_accounts: weakref.WeakKeyDictionary[psycopg.Connection, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
 
 
@@ -276,9 +326,10 @@ def _ensure_accounts(cur: psycopg.Cursor, mch_id: str, currency: str) -> None:
     if (mch_id, currency) in known:
         return
     cur.execute(q("account_ids"), {"mch_id": mch_id, "currency": currency})
-    if len(cur.fetchall()) < 3:
+    found = cur.fetchall()
+    if len(found) < 3:
         cur.execute(q("ensure_accounts"), {"mch_id": mch_id, "currency": currency})
-    else:
+    elif all(row["settled"] for row in found):
         known.add((mch_id, currency))
 
 

@@ -1,11 +1,13 @@
-"""The dramatiq actors of the notify pipeline. Thin: load the row, call process.handle, log one line.
+"""The dramatiq actors of the notify pipeline. Thin: call process.handle, log one line.
 
 `declare(broker, settings, pool)` declares them on a broker (dramatiq binds an actor to a broker
 when it is declared), with the settings and the process's connection pool they use;
 worker/runtime.py does so for the `dramatiq` command (worker/pipeline/workers.py).
 
-- `process_notify(inbox_id)`: permanent errors (bad data, unknown merchant) are declared with
-  `throws=` and never retried; the row is marked failed with the reason. Anything else
+- `process_notify(inbox_id)`: posts its row with a batch of other rows waiting
+  (IOTLEDGER_BATCH_SIZE, worker/pipeline/process.py), or acknowledges a row another batch did.
+  Permanent errors (bad data, unknown merchant) are declared with `throws=` and never retried;
+  the row is marked failed with the reason. Anything else
   (PostgreSQL down) is retried with backoff; when the retries run out, `record_dead_notify`
   marks the row dead in PostgreSQL.
 - `record_dead_notify(message, retry_info)`: dramatiq's on_retry_exhausted target.
@@ -41,14 +43,15 @@ def open_pool(database_url: str, threads: int) -> psycopg_pool.ConnectionPool:
 
 
 def process_notify(pool: psycopg_pool.ConnectionPool, inbox_id: int, settings: Settings) -> None:
-    """Post one inbox row to the ledger and mark it with its outcome (the actor's body).
+    """Post one inbox row (and a batch of others waiting) to the ledger and mark each with its
+    outcome (the actor's body).
 
     Raises PermanentError (not retried; the row is marked failed) and RetryableError (PostgreSQL
     unavailable, a pool timeout included; retried with backoff).
     """
     try:
         with db.translated(), pool.connection() as conn:
-            handled = process.handle(conn, inbox_id, settings)
+            handled = process.handle(conn, inbox_id, settings, batch_size=settings.batch_size)
     except PermanentError as exc:
         log.warning("worker.failed", inbox_id=inbox_id, reason=str(exc))
         raise

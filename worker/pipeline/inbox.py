@@ -153,6 +153,63 @@ def mark_dead(conn: psycopg.Connection, inbox_id: int, reason: str) -> None:
         conn.execute(q("inbox_mark_dead"), {"id": inbox_id, "reason": _storable(reason)})
 
 
+@dataclass(frozen=True)
+class Glance:
+    """How far a row got, without its body."""
+
+    state: str
+    outcome: str | None
+    reason: str | None
+    pay_order_id: str | None
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What processing did to one row: 'done' with the ledger's outcome, or 'failed' with the reason."""
+
+    inbox_id: int
+    state: str
+    outcome: str | None
+    reason: str | None
+
+
+def glance(conn: psycopg.Connection, inbox_id: int) -> Glance | None:
+    """The row's state (one indexed read, no lock), or None when there is no such id.
+    Raises RetryableError when PostgreSQL is down."""
+    with db.translated(), _one_statement(conn):
+        row = conn.execute(q("inbox_state"), {"id": inbox_id}).fetchone()
+    return Glance(*row) if row else None
+
+
+def claim(conn: psycopg.Connection, inbox_id: int, *, wait: bool) -> InboxRow | None:
+    """Lock one row for the caller's transaction (a batch). wait: for a batch that holds it;
+    otherwise None when another batch holds it (or there is no such row)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(q("inbox_claim" if wait else "inbox_claim_unless_locked"), {"id": inbox_id}).fetchone()
+    return InboxRow(**row) if row else None
+
+
+def claim_ready(conn: psycopg.Connection, limit: int, *, besides: int) -> list[InboxRow]:
+    """Lock up to `limit` rows waiting for the ledger (received or queued), oldest first, that no
+    other batch holds, for the caller's transaction; `besides` is the batch's own row."""
+    if limit <= 0:
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [InboxRow(**r) for r in cur.execute(q("inbox_claim_ready"), {"id": besides, "limit": limit})]
+
+
+def mark_batch(conn: psycopg.Connection, marks: list[Mark]) -> dict[int, str | None]:
+    """Record every row's outcome in one statement in the caller's transaction, by the rules of
+    mark_done and mark_failed. Returns {id: the stored outcome} of the rows written."""
+    if not marks:
+        return {}
+    rows = conn.execute(q("inbox_mark_batch"), {
+        "ids": [m.inbox_id for m in marks], "states": [m.state for m in marks],
+        "outcomes": [m.outcome for m in marks], "reasons": [_storable(m.reason) for m in marks],
+    }).fetchall()
+    return dict(rows)
+
+
 def list_rows(conn: psycopg.Connection, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Rows (without bodies) in id order, optionally of one state."""
     with db.translated(), conn.transaction(), conn.cursor(row_factory=dict_row) as cur:

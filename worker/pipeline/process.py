@@ -1,28 +1,45 @@
-"""One inbox row through the ledger: the actor and `iotledger replay` both call `handle`.
+"""Inbox rows through the ledger, in batches: the actor and `iotledger replay` both call `handle`.
 
-The row's body is decoded with the family the ingress found and stored, and goes through the
-ledger's one door, worker.ledger.intake.verify_and_post, with what the ingress checked
-(`verified_at`) and whether it masked a card number (`pan_masked`): intake decides what can
-be verified again.
+A message names one inbox row. `handle` claims that row and up to batch_size - 1 other rows
+waiting for the ledger (oldest first, `FOR UPDATE SKIP LOCKED`, so concurrent batches never take
+one row twice), decodes each body with the family the ingress found and stored, and posts them
+through the ledger's one door, worker.ledger.intake.verify_and_post_batch, with what the ingress
+checked (`verified_at`) and whether it masked a card number (`pan_masked`), in ONE transaction
+with one commit:
+
+- each notify is isolated in a savepoint: a bad one is rolled back alone and its row records
+  its reason, the same outcome and reason it gets when posted alone;
+- every row's outcome is written in the transaction of its postings, so the inbox and the
+  ledger never disagree;
+- PostgreSQL unavailable: the whole batch is lost (every row as it was) and the message is
+  retried; a deadlock PostgreSQL detects costs the batch too and is retried here first.
+
+A message whose row another batch has finished is acknowledged on one indexed read: done, it
+is skipped; failed, its reason is raised again (not processed again, not retried). A row held
+by a batch in flight is left to it: this message's batch takes other rows, then waits for that
+row and looks again. Batch size 1 is one notify per transaction.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import structlog
 
 from worker import db
 from worker.config import Settings
-from worker.errors import PermanentError
+from worker.errors import PermanentError, RetryableError
 from worker.iotpay.body import decode_body
 from worker.ledger import intake
 from worker.ledger.outcome import PostResult
 from worker.pipeline import inbox
-from worker.pipeline.inbox import InboxRow
+from worker.pipeline.inbox import InboxRow, Mark
 
 log = structlog.get_logger("worker.pipeline")
+
+# a deadlock PostgreSQL detects costs the batch; try it again this many times before dramatiq's backoff
+DEADLOCK_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -44,43 +61,44 @@ class InboxRowMissing(PermanentError):
         super().__init__(f"inbox id {inbox_id}: no such row")
 
 
-def post_row(conn: psycopg.Connection, row: InboxRow, settings: Settings) -> PostResult:
-    """Decode one row's body and post it through the ledger's intake.
+class RowFailed(PermanentError):
+    """The row was failed (a permanent error, recorded with its reason) before this message came to it."""
 
-    Raises PermanentError subclasses for a bad body (nothing posted), RetryableError when
-    PostgreSQL is unavailable.
+    def __init__(self, inbox_id: int, reason: str | None) -> None:
+        self.inbox_id = inbox_id
+        super().__init__(reason or "failed")
+
+
+@dataclass
+class _Batch:
+    """What one batch did: its message's own row (None when another batch held it), and the others."""
+
+    own: Handled | Exception | None
+    others: list[tuple[InboxRow, PostResult | Exception]] = field(default_factory=list)
+
+
+def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force: bool = False,
+           batch_size: int = 1) -> Handled:
+    """Process one inbox row, with up to batch_size - 1 other rows waiting, and mark each with its outcome.
+
+    A row already done is skipped unless force (replay: the row is processed whatever its state,
+    alone, and the ledger posts nothing new for it). Raises InboxRowMissing, RowFailed or
+    another PermanentError of the row (recorded on it) and RetryableError (every row of the batch
+    left as it was, to be retried or redriven). Returns the row's Handled.
     """
-    body = decode_body(row.body, row.content_type, family=row.family)
-    return intake.verify_and_post(conn, body, settings.merchants, settings.gateway_tz, source="notify",
-                                  max_amount=settings.max_amount_cents, verified_at=row.verified_at,
-                                  pan_masked=row.pan_masked)
-
-
-def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force: bool = False) -> Handled:
-    """Process one inbox row and mark it with its outcome.
-
-    A row already done is skipped unless force (replay; the ledger then posts nothing new).
-    Raises InboxRowMissing or another PermanentError (the row is marked failed first) and
-    RetryableError (the row is left as it was, to be retried or redriven).
-    """
-    row = inbox.load(conn, inbox_id)
-    if row is None:
-        raise InboxRowMissing(inbox_id)
-    with structlog.contextvars.bound_contextvars(inbox_id=inbox_id, pay_order_id=row.pay_order_id):
-        if row.state == "done" and not force:
-            return Handled(inbox_id, row.pay_order_id, row.outcome, row.reason, skipped=True)
-        try:
-            with db.translated():
-                result = post_row(conn, row, settings)
-        except PermanentError as exc:
-            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                conn.rollback()  # whatever the failed post left open holds nothing to keep
-            inbox.mark_failed(conn, inbox_id, str(exc))
-            raise
-        outcome = inbox.mark_done(conn, inbox_id, result.outcome.value, result.reason)
-        if outcome != result.outcome.value:
-            log.info("inbox.already_done", first_outcome=outcome, this_outcome=result.outcome.value)
-        return Handled(inbox_id, result.pay_order_id or row.pay_order_id, result.outcome.value, result.reason)
+    if not force:
+        finished = _finished(conn, inbox_id)
+        if finished is not None:
+            return finished
+        batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=False)
+        if batch.own is None:  # a batch in flight holds the row: ours took others; now wait for it
+            batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=True)
+    else:
+        batch = _batch(conn, inbox_id, settings, 1, force=True, wait=True)
+    if isinstance(batch.own, Exception):
+        raise batch.own
+    assert batch.own is not None  # a claim that waits gets its row
+    return batch.own
 
 
 def replay(conn: psycopg.Connection, inbox_ids: list[int], settings: Settings) -> list[Handled | PermanentError]:
@@ -96,3 +114,105 @@ def replay(conn: psycopg.Connection, inbox_ids: list[int], settings: Settings) -
         except PermanentError as exc:
             results.append(exc)
     return results
+
+
+def _finished(conn: psycopg.Connection, inbox_id: int) -> Handled | None:
+    """The row's Handled when another batch finished it (done), None when it waits; raises
+    InboxRowMissing, and RowFailed for a row failed already."""
+    seen = inbox.glance(conn, inbox_id)
+    if seen is None:
+        raise InboxRowMissing(inbox_id)
+    if seen.state == "failed":
+        raise RowFailed(inbox_id, seen.reason)
+    if seen.state == "done":
+        return Handled(inbox_id, seen.pay_order_id, seen.outcome, seen.reason, skipped=True)
+    return None
+
+
+def _lost_to_concurrency(exc: RetryableError) -> bool:
+    """True when PostgreSQL gave up the transaction to break a deadlock (or a serialization failure)."""
+    return isinstance(exc.__cause__, (psycopg.errors.DeadlockDetected, psycopg.errors.TransactionRollback))
+
+
+def _batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, size: int, *, force: bool,
+           wait: bool) -> _Batch:
+    """One batch in one transaction, tried again after a deadlock; logs the rows besides the message's own."""
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with db.translated(), conn.transaction():
+                batch = _post_batch(conn, inbox_id, settings, size, force=force, wait=wait)
+            break
+        except RetryableError as exc:
+            if attempt == DEADLOCK_ATTEMPTS or not _lost_to_concurrency(exc):
+                raise
+            log.warning("worker.batch_retry", inbox_id=inbox_id, attempt=attempt, error=str(exc))
+    for row, result in batch.others:
+        _log_row(row, result, inbox_id)
+    return batch
+
+
+def _post_batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, size: int, *, force: bool,
+                wait: bool) -> _Batch:
+    own = inbox.claim(conn, inbox_id, wait=wait)
+    if own is None and wait:
+        return _Batch(InboxRowMissing(inbox_id))
+    if own is not None and not force and own.state in ("done", "failed"):  # finished while we waited
+        if own.state == "failed":
+            return _Batch(RowFailed(inbox_id, own.reason))
+        return _Batch(Handled(inbox_id, own.pay_order_id, own.outcome, own.reason, skipped=True))
+    rows = ([own] if own else []) + inbox.claim_ready(conn, size - 1, besides=inbox_id)
+    rows.sort(key=lambda r: r.id)  # in the order they arrived, as one at a time would take them
+
+    results: dict[int, PostResult | Exception] = {}
+    arrivals: list[tuple[InboxRow, intake.Arrival]] = []
+    for row in rows:
+        try:
+            body = decode_body(row.body, row.content_type, family=row.family)
+        except Exception as exc:  # noqa: BLE001 - recorded on its row (a PermanentError) or left to its message
+            results[row.id] = exc
+            continue
+        arrivals.append((row, intake.Arrival(body, row.verified_at, row.pan_masked,
+                                             {"inbox_id": row.id, "pay_order_id": row.pay_order_id})))
+    if arrivals:
+        posted = intake.verify_and_post_batch(conn, [a for _, a in arrivals], settings.merchants, settings.gateway_tz,
+                                              source="notify", max_amount=settings.max_amount_cents)
+        results.update((row.id, result) for (row, _), result in zip(arrivals, posted))
+
+    marks = [_mark(row.id, results[row.id]) for row in rows]
+    stored = inbox.mark_batch(conn, [m for m in marks if m is not None])
+    batch = _Batch(None)
+    for row in rows:
+        result = results[row.id]
+        if row.id != inbox_id:
+            batch.others.append((row, result))
+        elif isinstance(result, Exception):
+            batch.own = result
+        else:
+            first = stored.get(row.id, result.outcome.value)
+            if first != result.outcome.value:
+                log.info("inbox.already_done", inbox_id=row.id, first_outcome=first, this_outcome=result.outcome.value)
+            batch.own = Handled(row.id, result.pay_order_id or row.pay_order_id, result.outcome.value, result.reason)
+    return batch
+
+
+def _mark(inbox_id: int, result: PostResult | Exception) -> Mark | None:
+    """The row's new state: done with the ledger's outcome, failed with a permanent error's reason;
+    None for any other error (the row is left as it was, for its own message to try again)."""
+    if isinstance(result, PostResult):
+        return Mark(inbox_id, "done", result.outcome.value, result.reason)
+    if isinstance(result, PermanentError):
+        return Mark(inbox_id, "failed", None, str(result))
+    return None
+
+
+def _log_row(row: InboxRow, result: PostResult | Exception, batch_of: int) -> None:
+    """One line for a row processed in another message's batch (its own message is acknowledged later)."""
+    if isinstance(result, PostResult):
+        log.info("worker.processed", inbox_id=row.id, pay_order_id=result.pay_order_id or row.pay_order_id,
+                 outcome=result.outcome.value, reason=result.reason, batch_of=batch_of)
+    elif isinstance(result, PermanentError):
+        log.warning("worker.failed", inbox_id=row.id, pay_order_id=row.pay_order_id, reason=str(result),
+                    batch_of=batch_of)
+    else:
+        log.warning("worker.row_left", inbox_id=row.id, pay_order_id=row.pay_order_id,
+                    error=f"{type(result).__name__}: {result}", batch_of=batch_of)
