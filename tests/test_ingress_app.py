@@ -350,3 +350,42 @@ def test_a_signed_notify_with_a_nul_character_in_its_order_id_is_kept_not_answer
         process.handle(conn, row["id"], stack.settings)
     [row] = stack.rows()
     assert row["state"] == "failed" and "PostgreSQL refused" in row["reason"]
+
+
+def test_under_gunicorn_the_answer_does_not_wait_for_the_broker_and_every_stored_row_is_queued_in_order(stack):
+    # runtime.ingress_app() sends from one thread per web process: the answer is sent without
+    # waiting for Redis, the ids follow in the order their rows were stored, close() sends what waits
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
+
+    enqueuer = BackgroundEnqueuer(stack.app.broker, stack.queue, stack.pool)
+    app = Ingress(stack.settings, stack.pool, stack.app.broker, enqueuer=enqueuer)
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://ingress") as c:
+        answers = [post_json(c, v3_pay(f"PC95{i}", 100 + i)) for i in range(5)]
+        assert post_json(c, v3_pay("PC950", 100)).status_code == 200  # a duplicate: not queued again
+    enqueuer.close()
+    assert [(a.status_code, a.text) for a in answers] == [(200, "SUCCESS")] * 5
+    rows = stack.rows()
+    assert [r["state"] for r in rows] == ["queued"] * 5
+    client = redis.Redis.from_url(stack.redis_url)
+    queued = [json.loads(client.hget(f"dramatiq:{stack.queue}.msgs", mid))["args"][0]
+              for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
+    assert queued == [r["id"] for r in rows]
+
+
+def test_under_gunicorn_with_redis_down_the_notify_is_answered_and_left_for_redrive(db_url, queue_name):
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
+
+    s = Stack(db_url, DOWN_REDIS, queue_name)
+    before = sample("iotledger_notify_enqueue_failed_total")
+    enqueuer = BackgroundEnqueuer(s.app.broker, queue_name, s.pool)
+    app = Ingress(s.settings, s.pool, s.app.broker, enqueuer=enqueuer)
+    try:
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://ingress") as c:
+            r = post_json(c, v3_pay("PC960", 100))
+        enqueuer.close()
+    finally:
+        s.pool.close()
+    assert (r.status_code, r.text) == (200, "SUCCESS")
+    [row] = s.rows()
+    assert row["state"] == "received"  # stored, not queued: redrive's job
+    assert sample("iotledger_notify_enqueue_failed_total") - before == 1
