@@ -93,3 +93,31 @@ GROUP BY state
 -- name: inbox_ping
 -- Readiness: the database answers and the inbox table is there.
 SELECT 1 FROM inbox LIMIT 1
+
+-- name: inbox_store_many
+-- The ingress's group commit: bodies that arrived together, stored in one statement, one round
+-- trip and one commit. The arrays are parallel, one element per distinct body, in arrival order
+-- (ids follow it). A new body is stored 'queued' as in inbox_store; a body already there comes
+-- back with its row as a duplicate; a body being stored concurrently (not yet visible) comes back
+-- in no row: the caller stores it alone (inbox_store, then inbox_by_hash).
+WITH arrived AS (
+    SELECT *
+    FROM unnest(%(body_sha256)s::bytea[], %(body)s::bytea[], %(pan_masked)s::boolean[], %(content_type)s::text[],
+                %(family)s::text[], %(remote_addr)s::text[], %(mch_id)s::text[], %(pay_order_id)s::text[],
+                %(received_at)s::timestamptz[])
+         WITH ORDINALITY AS a (body_sha256, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id,
+                               received_at, n)
+), new_rows AS (
+    INSERT INTO inbox (body_sha256, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id,
+                       received_at, verified_at, state, queued_at)
+    SELECT body_sha256, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id,
+           received_at, received_at, 'queued', received_at
+    FROM arrived ORDER BY n
+    ON CONFLICT (body_sha256) DO NOTHING
+    RETURNING id, state, body_sha256
+)
+SELECT body_sha256, id, state, false AS duplicate FROM new_rows
+UNION ALL
+SELECT i.body_sha256, i.id, i.state, true AS duplicate FROM inbox i
+WHERE i.body_sha256 = ANY(%(body_sha256)s::bytea[])
+  AND NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.body_sha256 = i.body_sha256)
