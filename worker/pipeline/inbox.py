@@ -9,7 +9,7 @@ connection idle; psycopg's connection errors come out as RetryableError (worker.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -85,52 +85,6 @@ def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | N
     if row is None:
         raise RetryableError("inbox: the same body is being stored concurrently; try again")
     return Stored(id=row[0], duplicate=row[2], state=row[1])
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """A screened body to store, with what the request told about it."""
-
-    screened: Screened
-    content_type: str | None
-    remote_addr: str | None
-    now: datetime
-
-
-def store_many(conn: psycopg.Connection, arrivals: Sequence[Arrival]) -> list[Stored | None]:
-    """Insert screened bodies in one statement (on an autocommit connection: one round trip and
-    one commit), each once; committed when this returns. One result per arrival, in order: a
-    body that came twice in the batch is stored by its first arrival and a duplicate for the
-    others; None for a body being stored concurrently (not yet visible), which the caller stores
-    alone with `store`. Raises RetryableError when PostgreSQL is down.
-    """
-    first: dict[bytes, Arrival] = {}
-    for a in arrivals:
-        first.setdefault(a.screened.body_sha256, a)
-    distinct = list(first.values())
-    params = {
-        "body_sha256": [a.screened.body_sha256 for a in distinct],
-        "body": [a.screened.body for a in distinct],
-        "pan_masked": [a.screened.pan_masked for a in distinct],
-        "content_type": [a.content_type for a in distinct],
-        "family": [a.screened.family for a in distinct],
-        "remote_addr": [a.remote_addr for a in distinct],
-        "mch_id": [a.screened.mch_id for a in distinct],
-        "pay_order_id": [a.screened.pay_order_id for a in distinct],
-        "received_at": [a.now for a in distinct],
-    }
-    with db.translated():
-        rows = conn.execute(q("inbox_store_many"), params).fetchall()
-        if not conn.autocommit:
-            conn.commit()
-    found = {bytes(sha): Stored(id=row_id, duplicate=duplicate, state=state) for sha, row_id, state, duplicate in rows}
-    results: list[Stored | None] = []
-    for a in arrivals:
-        stored = found.get(a.screened.body_sha256)
-        if stored is not None and first[a.screened.body_sha256] is not a:
-            stored = Stored(id=stored.id, duplicate=True, state=stored.state)  # the batch's first copy stored it
-        results.append(stored)
-    return results
 
 
 def mark_queued(conn: psycopg.Connection, inbox_id: int) -> None:

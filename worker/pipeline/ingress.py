@@ -19,7 +19,7 @@ body; an address with too many refusals in a minute is cut off (limiter.py).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,7 +33,6 @@ from worker.config import Settings
 from worker.errors import RetryableError
 from worker.pipeline import inbox, metrics
 from worker.pipeline.enqueuer import Enqueuer
-from worker.pipeline.groupcommit import GroupCommit
 from worker.pipeline.inbox import Stored
 from worker.pipeline.limiter import RefusalLimiter
 from worker.pipeline.screening import Refusal, Screened, screen
@@ -84,7 +83,6 @@ class Ingress:
         self.pool = pool
         self.broker = broker
         self.enqueuer = enqueuer or Enqueuer(broker, settings.queue_name, pool)
-        self._group: GroupCommit[inbox.Arrival, Stored] = GroupCommit(self._write)
         self.limiter = limiter or RefusalLimiter(settings.refusals_per_minute)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
@@ -181,40 +179,20 @@ class Ingress:
         return _reply(start_response, refusal.status, refusal.reason.encode("utf-8"))
 
     def _store(self, screened: Screened, content_type: str | None, address: str) -> Stored:
-        """Stored in the inbox and committed, together with what other threads store at the same
-        moment (groupcommit.py). Raises RetryableError when it could not be stored."""
-        return self._group.submit(inbox.Arrival(screened, content_type, address, self.clock()))
-
-    def _write(self, arrivals: Sequence[inbox.Arrival]) -> list[Stored | RetryableError]:
-        """One batch: one statement; on a refusal that is not the database being down, each body
-        alone, so that one bad body never sinks the others. Raises nothing: one outcome per body."""
         # one retry: a pooled connection may have died with a PostgreSQL restart; the pool
         # drops it and the second attempt gets a fresh one
         for attempt in (1, 2):
             try:
                 with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-                    results = inbox.store_many(conn, arrivals)
-                    # a body being stored concurrently by another process: alone, then found by its hash
-                    return [stored or self._alone(conn, a) for stored, a in zip(results, arrivals)]
+                    return inbox.store(conn, screened, content_type=content_type, remote_addr=address, now=self.clock())
             except psycopg_pool.PoolTimeout as exc:  # no connection in time: answer 503 now, no second wait
-                error = db.unavailable(exc)
-                break
-            except RetryableError as exc:
-                error = exc
+                raise db.unavailable(exc) from exc
+            except RetryableError:
+                if attempt == 2:
+                    raise
             except psycopg.Error as exc:  # e.g. the inbox table missing: not stored, so not acknowledged
-                if len(arrivals) > 1:
-                    return [outcome for a in arrivals for outcome in self._write([a])]
-                error = RetryableError(f"inbox write failed: {type(exc).__name__}: {exc}".strip())
-                break
-        return [RetryableError(str(error)) for _ in arrivals]
-
-    @staticmethod
-    def _alone(conn: psycopg.Connection, arrival: inbox.Arrival) -> Stored | RetryableError:
-        try:
-            return inbox.store(conn, arrival.screened, content_type=arrival.content_type,
-                               remote_addr=arrival.remote_addr, now=arrival.now)
-        except RetryableError as exc:
-            return exc
+                raise RetryableError(f"inbox write failed: {type(exc).__name__}: {exc}".strip()) from exc
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ health
     def backlog(self) -> dict[str, tuple[int, float]]:
