@@ -389,3 +389,22 @@ def test_under_gunicorn_with_redis_down_the_notify_is_answered_and_left_for_redr
     [row] = s.rows()
     assert row["state"] == "received"  # stored, not queued: redrive's job
     assert sample("iotledger_notify_enqueue_failed_total") - before == 1
+
+
+def test_ids_sent_together_go_in_one_round_trip_as_the_messages_dramatiq_would_have_sent(stack):
+    import dramatiq
+
+    from worker.pipeline import messages
+    from worker.pipeline.enqueuer import Enqueuer
+    from worker.pipeline.inbox import Stored
+
+    broker = stack.app.broker
+    messages.send(broker, stack.queue, 1)  # the reference: dramatiq's own enqueue
+    Enqueuer(broker, stack.queue, stack.pool).send_all([Stored(id=i, duplicate=False, state="queued") for i in (2, 3, 4)])
+    client = redis.Redis.from_url(stack.redis_url)
+    sent = [dramatiq.Message.decode(client.hget(f"dramatiq:{stack.queue}.msgs", mid))
+            for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
+    assert [(m.queue_name, m.actor_name, m.args, m.kwargs) for m in sent] == [
+        (stack.queue, "process_notify", (i,), {}) for i in (1, 2, 3, 4)]
+    assert sorted(sent[1].options) == sorted(sent[0].options) == ["redis_message_id"]
+    assert len({m.options["redis_message_id"] for m in sent}) == 4

@@ -4,7 +4,9 @@ The ingress answers a notify once its inbox row is committed; handing the row's 
 broker is a second round trip (to Redis) that the answer does not wait for. `Enqueuer` does it
 at once on the calling thread (in-process use, tests); `BackgroundEnqueuer` does it on one
 thread of its own per web process, so that the request threads never wait for the broker and
-the front does not need a second thread hand-off per notify (the profile showed both).
+the front does not need a second thread hand-off per notify (the profile showed both); the ids
+that arrive while one batch is on its way go together, in one round trip to Redis (the
+profile: redis-py's per-command work was most of the enqueue's cost).
 
 Either way the rule is the same: a row that could not be queued is marked 'received' and
 redrive queues it; a process killed before its ids were sent leaves rows 'queued' that redrive
@@ -16,7 +18,7 @@ from __future__ import annotations
 import atexit
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dramatiq
 import psycopg
@@ -29,6 +31,8 @@ from worker.pipeline.inbox import Stored
 
 # how long a mark after a failed enqueue waits for a database connection
 POOL_WAIT_S = 3.0
+# ids sent in one round trip at most
+MAX_BATCH = 100
 # at shutdown, how long the thread may take to send what is still waiting
 DRAIN_S = 5.0
 
@@ -47,21 +51,29 @@ class Enqueuer:
 
     def send(self, stored: Stored) -> None:
         """Queue the row; on failure mark it 'received' for redrive. Raises nothing."""
+        self.send_all([stored])
+
+    def send_all(self, rows: Sequence[Stored]) -> None:
+        """Queue the rows, in order (with Redis in one round trip); on failure mark them 'received'
+        for redrive. Raises nothing."""
+        marks: list[tuple[Callable[[psycopg.Connection, int], None], int]]
         try:
-            messages.send(self.broker, self.queue_name, stored.id)
-            mark: Callable[[psycopg.Connection, int], None] | None = (
-                inbox.mark_queued if stored.state == "received" else None)  # a new row is stored 'queued'
+            messages.send_many(self.broker, self.queue_name, [r.id for r in rows])
+            # a new row is stored 'queued'; one left 'received' (its first enqueue failed) is marked now
+            marks = [(inbox.mark_queued, r.id) for r in rows if r.state == "received"]
         except RetryableError as exc:
-            metrics.ENQUEUE_FAILED.inc()
-            log.warning("ingress.not_queued", inbox_id=stored.id, error=str(exc))
-            mark = inbox.mark_not_queued
-        if mark is None:
+            metrics.ENQUEUE_FAILED.inc(len(rows))
+            for r in rows:
+                log.warning("ingress.not_queued", inbox_id=r.id, error=str(exc))
+            marks = [(inbox.mark_not_queued, r.id) for r in rows]
+        if not marks:
             return
         try:
             with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-                mark(conn, stored.id)
+                for mark, inbox_id in marks:
+                    mark(conn, inbox_id)
         except (RetryableError, psycopg.Error):  # psycopg_pool.PoolTimeout is a psycopg.Error
-            pass  # the row is in the inbox either way; redrive looks at its age, not this mark
+            pass  # the rows are in the inbox either way; redrive looks at their age, not this mark
 
     def close(self) -> None:
         """Nothing waits here: every send was made when it was asked for."""
@@ -94,5 +106,16 @@ class BackgroundEnqueuer(Enqueuer):
             self._thread.join(DRAIN_S)
 
     def _run(self) -> None:
-        while (stored := self._waiting.get()) is not None:
-            super().send(stored)
+        # what arrived while the last batch was on its way goes together: one round trip
+        stopping = False
+        while not stopping:
+            batch = [self._waiting.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._waiting.get_nowait())
+                except queue.Empty:
+                    break
+            stopping = any(r is None for r in batch)
+            rows = [r for r in batch if r is not None]
+            if rows:
+                self.send_all(rows)
