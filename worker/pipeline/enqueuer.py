@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import dramatiq
@@ -33,6 +34,8 @@ from worker.pipeline.inbox import Stored
 POOL_WAIT_S = 3.0
 # ids sent in one round trip at most
 MAX_BATCH = 100
+# how long the thread waits for more ids after the first (the answers do not wait for it)
+LINGER_S = 0.005
 # at shutdown, how long the thread may take to send what is still waiting
 DRAIN_S = 5.0
 
@@ -110,6 +113,7 @@ class BackgroundEnqueuer(Enqueuer):
         stopping = False
         while not stopping:
             batch = [self._waiting.get()]
+            time.sleep(LINGER_S)  # the answer was sent already: a few ms here make the batch larger
             while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._waiting.get_nowait())

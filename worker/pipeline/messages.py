@@ -41,21 +41,29 @@ def send_many(broker: dramatiq.Broker, queue_name: str, inbox_ids: Sequence[int]
         for inbox_id in inbox_ids:
             send(broker, queue_name, inbox_id)
         return
-    sent = []
+    script = broker.scripts["dispatch"]
+    sent, calls = [], []
+    for inbox_id in inbox_ids:
+        message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(inbox_id,), kwargs={},
+                                   options={"redis_message_id": str(uuid4())})
+        broker.emit_before("enqueue", message, None)
+        # the arguments of RedisBroker.enqueue's do_enqueue
+        calls.append(["enqueue", current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,
+                      broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
+                      message.options["redis_message_id"], message.encode()])
+        sent.append(message)
     try:
-        pipe = broker.client.pipeline(transaction=False)
-        for inbox_id in inbox_ids:
-            message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(inbox_id,), kwargs={},
-                                       options={"redis_message_id": str(uuid4())})
-            broker.emit_before("enqueue", message, None)
-            # RedisBroker.enqueue's do_enqueue, with the pipeline as the script's client
-            broker.scripts["dispatch"](
-                keys=[broker.namespace], client=pipe,
-                args=["enqueue", current_millis(), queue_name, broker.broker_id,
-                      broker.heartbeat_timeout, broker.dead_message_ttl, broker._should_do_maintenance("enqueue"),
-                      broker._max_unpack_size(), message.options["redis_message_id"], message.encode()])
-            sent.append(message)
-        pipe.execute()
+        for attempt in (1, 2):
+            pipe = broker.client.pipeline(transaction=False)
+            for args in calls:  # evalsha directly: a script run through a pipeline costs a SCRIPT EXISTS first
+                pipe.evalsha(script.sha, 1, broker.namespace, *args)
+            try:
+                pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:  # Redis restarted since the script was loaded
+                if attempt == 2:
+                    raise
+                broker.client.script_load(script.script)
     except (redis.RedisError, OSError) as exc:
         raise RetryableError(f"Redis unavailable: {exc}") from exc
     for message in sent:
