@@ -364,3 +364,62 @@ def test_a_card_number_of_another_json_type_is_kept_masked(stack, card):
     stored = json.loads(bytes(row["body"]))
     assert "4325671234562266" not in bytes(row["body"]).decode() and row["pan_masked"]
     assert "432567******2266" in stored["cardNum"]
+
+
+def test_under_gunicorn_the_answer_does_not_wait_for_the_broker_and_every_stored_row_is_queued_in_order(stack):
+    # runtime.ingress_app() sends from one thread per web process: the answer is sent without
+    # waiting for Redis, the ids follow in the order their rows were stored, close() sends what waits
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
+
+    enqueuer = BackgroundEnqueuer(stack.app.broker, stack.queue, stack.pool)
+    app = Ingress(stack.settings, stack.pool, stack.app.broker, enqueuer=enqueuer)
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://ingress") as c:
+        answers = [post_json(c, v3_pay(f"PC95{i}", 100 + i)) for i in range(5)]
+        assert post_json(c, v3_pay("PC950", 100)).status_code == 200  # a duplicate: not queued again
+    enqueuer.close()
+    assert [(a.status_code, a.text) for a in answers] == [(200, "SUCCESS")] * 5
+    rows = stack.rows()
+    assert [r["state"] for r in rows] == ["queued"] * 5
+    client = redis.Redis.from_url(stack.redis_url)
+    queued = [json.loads(client.hget(f"dramatiq:{stack.queue}.msgs", mid))["args"][0]
+              for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
+    assert queued == [r["id"] for r in rows]
+
+
+def test_under_gunicorn_with_redis_down_the_notify_is_answered_and_left_for_redrive(db_url, queue_name):
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
+
+    s = Stack(db_url, DOWN_REDIS, queue_name)
+    before = sample("iotledger_notify_enqueue_failed_total")
+    enqueuer = BackgroundEnqueuer(s.app.broker, queue_name, s.pool)
+    app = Ingress(s.settings, s.pool, s.app.broker, enqueuer=enqueuer)
+    try:
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://ingress") as c:
+            r = post_json(c, v3_pay("PC960", 100))
+        enqueuer.close()
+    finally:
+        s.pool.close()
+    assert (r.status_code, r.text) == (200, "SUCCESS")
+    [row] = s.rows()
+    assert row["state"] == "received"  # stored, not queued: redrive's job
+    assert sample("iotledger_notify_enqueue_failed_total") - before == 1
+
+
+def test_ids_sent_together_go_in_one_round_trip_as_the_messages_dramatiq_would_have_sent(stack):
+    import dramatiq
+
+    from worker.pipeline import messages
+    from worker.pipeline.enqueuer import Enqueuer
+    from worker.pipeline.inbox import Stored
+
+    broker = stack.app.broker
+    messages.send(broker, stack.queue, 1)  # the reference: dramatiq's own enqueue
+    client = redis.Redis.from_url(stack.redis_url)
+    client.script_flush()  # as after a Redis restart: the script is loaded again
+    Enqueuer(broker, stack.queue, stack.pool).send_all([Stored(id=i, duplicate=False, state="queued") for i in (2, 3, 4)])
+    sent = [dramatiq.Message.decode(client.hget(f"dramatiq:{stack.queue}.msgs", mid))
+            for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
+    assert [(m.queue_name, m.actor_name, m.args, m.kwargs) for m in sent] == [
+        (stack.queue, "process_notify", (i,), {}) for i in (1, 2, 3, 4)]
+    assert sorted(sent[1].options) == sorted(sent[0].options) == ["redis_message_id"]
+    assert len({m.options["redis_message_id"] for m in sent}) == 4

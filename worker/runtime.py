@@ -79,11 +79,14 @@ def connect(autocommit: bool = False) -> psycopg.Connection:
 def ingress_app() -> Ingress:
     """The ingress from the environment (gunicorn's entry point: `worker.runtime:ingress_app()`)."""
     from worker.broker import setup_broker
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
     from worker.pipeline.ingress import Ingress, make_pool
 
     s = app_settings()
     ep = app_endpoints()
-    return Ingress(s, make_pool(ep.database_url), setup_broker(ep.broker_url))
+    pool, broker = make_pool(ep.database_url), setup_broker(ep.broker_url)
+    # the answer never waits for the broker: one thread per web process sends the ids
+    return Ingress(s, pool, broker, enqueuer=BackgroundEnqueuer(broker, s.queue_name, pool))
 
 
 def worker_pool() -> psycopg_pool.ConnectionPool:

@@ -8,8 +8,10 @@ gunicorn's uvicorn workers through front.py, which hands it only whole requests.
 
 A notify is answered `SUCCESS` (JSON, V3) or `success` (form fields, v1) only after the inbox
 row is committed; with PostgreSQL unavailable the answer is 503, so IOTPay tries again. The
-inbox id is enqueued after the answer has been sent (the response's close()): with the broker down
-the notify is still acknowledged, since the inbox holds it and redrive will queue it.
+answer never waits for the broker (enqueuer.py): the inbox id is enqueued after the answer has
+been sent (the response's close()), or under gunicorn handed to the process's enqueuer thread.
+With the broker down the notify is still acknowledged, since the inbox holds it and redrive will
+queue it.
 Refusals (4xx) store and queue nothing, are counted by reason and logged without keys or
 body; an address with too many refusals in a minute is cut off (limiter.py).
 """
@@ -31,7 +33,8 @@ from worker.broker import kind as broker_kind
 from worker.broker import ping as broker_ping
 from worker.config import Settings
 from worker.errors import RetryableError
-from worker.pipeline import inbox, messages, metrics
+from worker.pipeline import inbox, metrics
+from worker.pipeline.enqueuer import Enqueuer
 from worker.pipeline.inbox import Stored
 from worker.pipeline.limiter import RefusalLimiter
 from worker.pipeline.screening import Refusal, Screened, screen
@@ -76,10 +79,12 @@ class Ingress:
     """The WSGI application. Built by `worker.runtime.ingress_app()` (gunicorn) or directly in tests."""
 
     def __init__(self, settings: Settings, pool: psycopg_pool.ConnectionPool, broker: dramatiq.Broker, *,
-                 limiter: RefusalLimiter | None = None, clock: Callable[[], datetime] | None = None) -> None:
+                 limiter: RefusalLimiter | None = None, clock: Callable[[], datetime] | None = None,
+                 enqueuer: Enqueuer | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.broker = broker
+        self.enqueuer = enqueuer or Enqueuer(broker, settings.queue_name, pool)
         self.limiter = limiter or RefusalLimiter(settings.refusals_per_minute)
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
@@ -140,7 +145,10 @@ class Ingress:
         # that is queued or finished is not queued twice
         if stored.duplicate and stored.state != "received":
             return [body]
-        return _ThenRun(body, lambda: self._enqueue(stored))
+        if self.enqueuer.waits:  # the broker's round trip after the answer, not before it
+            return _ThenRun(body, lambda: self.enqueuer.send(stored))
+        self.enqueuer.send(stored)
+        return [body]
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
         """The body, at most max_body_bytes. Raises Refusal(413) beyond, Refusal(400) when empty."""
@@ -187,23 +195,6 @@ class Ingress:
             except psycopg.Error as exc:  # e.g. the inbox table missing: not stored, so not acknowledged
                 raise RetryableError(f"inbox write failed: {type(exc).__name__}: {exc}".strip()) from exc
         raise AssertionError("unreachable")
-
-    def _enqueue(self, stored: Stored) -> None:
-        """Hand the inbox id to the workers; on failure mark the row 'received': redrive will queue it."""
-        try:
-            messages.send(self.broker, self.settings.queue_name, stored.id)
-            mark = inbox.mark_queued if stored.state == "received" else None  # a new row is stored 'queued'
-        except RetryableError as exc:
-            metrics.ENQUEUE_FAILED.inc()
-            log.warning("ingress.not_queued", inbox_id=stored.id, error=str(exc))
-            mark = inbox.mark_not_queued
-        if mark is None:
-            return
-        try:
-            with self.pool.connection(timeout=POOL_WAIT_S) as conn:
-                mark(conn, stored.id)
-        except (RetryableError, psycopg.Error):  # psycopg_pool.PoolTimeout is a psycopg.Error
-            pass  # the row is in the inbox either way; redrive looks at its age, not this mark
 
     # ------------------------------------------------------------------ health
     def backlog(self) -> dict[str, tuple[int, float]]:

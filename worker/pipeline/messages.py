@@ -7,11 +7,15 @@ declared), so the message is built here by actor name.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
+from uuid import uuid4
 
 import dramatiq
+import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 
 from worker.broker import translated
 
@@ -25,6 +29,43 @@ def send(broker: dramatiq.Broker, queue_name: str, inbox_id: int) -> None:
     message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(inbox_id,), kwargs={}, options={})
     with translated(broker):
         broker.enqueue(message)
+
+
+def send_many(broker: dramatiq.Broker, queue_name: str, inbox_ids: Sequence[int]) -> None:
+    """Enqueue several inbox ids, in order: with Redis in one round trip (a pipeline of the very
+    script and arguments RedisBroker.enqueue uses), with another broker one by one. Raises
+    RetryableError when the broker is down; then some ids may have been queued (queuing an id
+    twice is harmless: the actor skips a row that is done).
+    """
+    if not isinstance(broker, RedisBroker) or len(inbox_ids) == 1:
+        for inbox_id in inbox_ids:
+            send(broker, queue_name, inbox_id)
+        return
+    script = broker.scripts["dispatch"]
+    sent, calls = [], []
+    for inbox_id in inbox_ids:
+        message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(inbox_id,), kwargs={},
+                                   options={"redis_message_id": str(uuid4())})
+        broker.emit_before("enqueue", message, None)
+        # the arguments of RedisBroker.enqueue's do_enqueue
+        calls.append(["enqueue", current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,
+                      broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
+                      message.options["redis_message_id"], message.encode()])
+        sent.append(message)
+    with translated(broker):
+        for attempt in (1, 2):
+            pipe = broker.client.pipeline(transaction=False)
+            for args in calls:  # evalsha directly: a script run through a pipeline costs a SCRIPT EXISTS first
+                pipe.evalsha(script.sha, 1, broker.namespace, *args)
+            try:
+                pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:  # Redis restarted since the script was loaded
+                if attempt == 2:
+                    raise
+                broker.client.script_load(script.script)
+    for message in sent:
+        broker.emit_after("enqueue", message, None)
 
 
 def oldest_waiting(broker: dramatiq.Broker, queue_name: str) -> datetime | None:
