@@ -64,6 +64,7 @@ def test_services_status_names_rabbitmq_with_its_password_masked(rabbitmq_url, t
     assert "redis" not in state  # the broker is RabbitMQ: no Redis is used
     down = run_cli("services", "status", env={**env, "BROKER_URL": DOWN_AMQP})
     assert "rabbitmq: external, does not answer (amqp://guest:***@127.0.0.1:1/)" in down.stdout
+    assert down.returncode == 3  # a health check can tell
 
 
 class Site:

@@ -7,6 +7,7 @@ Time is driven: the sweep takes `now`, the simulator's clock is set over its con
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -425,3 +426,26 @@ def test_cli_expect_then_sweep_posts_a_lost_payment(env_factory, db_url, redis_u
     assert (counts["due"], counts["paid"], counts["concurrency"]) == (1, 1, 2)
     assert by_order(entries(db_url)) == {order["payOrderId"]: [("pay", 4200)]}
     assert expected_row(db_url, "CLI-9")["resolution"] == "paid"
+
+
+def test_a_sweep_polling_within_its_minute_returns_after_its_pass_once_asked_to_stop(monkeypatch):
+    from datetime import datetime, timezone
+
+    from worker.gateway import sweep
+
+    stop = threading.Event()
+    passes: list[datetime] = []
+
+    def one_pass(pool, client, *, now, **kwargs):
+        passes.append(now)
+        if len(passes) == 2:
+            stop.set()  # the clock's SIGTERM arrives during the second pass
+        return sweep.SweepReport(now=now)
+
+    monkeypatch.setattr(sweep, "sweep_once", one_pass)  # the passes themselves are the other tests' subject
+    monkeypatch.setattr(sweep, "next_due", lambda pool: None)
+    started = time.monotonic()
+    reports = sweep.sweep_for(None, None, seconds=50, clock=lambda: datetime.now(timezone.utc),
+                              idle_pause=0.05, stop=stop)
+    assert len(reports) == len(passes) == 2  # the pass under way finished; no further pass
+    assert time.monotonic() - started < 5  # not the rest of its 50 s

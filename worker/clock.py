@@ -20,6 +20,7 @@ import hashlib
 import os
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,10 +227,11 @@ class Clock:
 
 
 def default_jobs(settings: Settings, database_url: str, broker_url: str, sink: AlertSink,
-                 sweep_seconds: float = SWEEP_SECONDS) -> dict[str, Callable]:
+                 sweep_seconds: float = SWEEP_SECONDS, stop: threading.Event | None = None) -> dict[str, Callable]:
     """The production minute jobs: the gateway sweep, the inbox redrive, the alerts.
 
-    With sweep_seconds 0 the sweep makes one pass instead of polling within its minute.
+    With sweep_seconds 0 the sweep makes one pass instead of polling within its minute; once
+    `stop` is set, a sweep polling within its minute returns after its pass under way.
     """
     from worker.gateway.client import GatewayClient
     from worker.gateway.ratelimit import RateLimiter
@@ -248,7 +250,7 @@ def default_jobs(settings: Settings, database_url: str, broker_url: str, sink: A
         common = {"schedule": schedule, "concurrency": DEFAULT_CONCURRENCY, "limiter": limiter}
         if sweep_seconds:
             reports = sweep_for(state["pool"], state["client"], seconds=sweep_seconds,
-                                clock=lambda: datetime.now(timezone.utc), **common)
+                                clock=lambda: datetime.now(timezone.utc), stop=stop, **common)
         else:
             reports = [sweep_once(state["pool"], state["client"], now=now, **common)]
         keys = ("queried", "paid", "failed", "pending", "gave_up", "errors", "released")
@@ -270,7 +272,9 @@ def default_jobs(settings: Settings, database_url: str, broker_url: str, sink: A
 def run_clock(settings: Settings, database_url: str, broker_url: str, out_dir: Path, *, once: bool = False) -> int:
     """Run the clock until interrupted (or one round of every job with `once`); return an exit code."""
     sink = AlertSink(settings.alert_webhook_url, per_class=settings.alerts_per_class)
-    jobs = default_jobs(settings, database_url, broker_url, sink, sweep_seconds=0 if once else SWEEP_SECONDS)
+    stopping = threading.Event()
+    jobs = default_jobs(settings, database_url, broker_url, sink, sweep_seconds=0 if once else SWEEP_SECONDS,
+                        stop=stopping)
     clock = Clock(database_url, settings, jobs, out_dir, sink)
     if once:
         now = datetime.now(timezone.utc)
@@ -284,8 +288,10 @@ def run_clock(settings: Settings, database_url: str, broker_url: str, out_dir: P
 
     def stop(signum: int, frame: object) -> None:
         # a process manager's SIGTERM stops the schedule; a job already running finishes first
-        # (the executor's threads are joined at exit), so a nightly close is never cut in half
+        # (the executor's threads are joined at exit): the sweep, polling within its minute, returns
+        # after its pass under way; a nightly close runs to its end (or, killed, rolls back whole)
         log.info("clock.stop", clock_id=clock.clock_id, signal=signal.Signals(signum).name)
+        stopping.set()
         scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, stop)

@@ -115,6 +115,9 @@ def configure(keys: Iterable[str] = (), *, level: str = "INFO", json: bool | Non
     root.setLevel(level.upper())
     for noisy in ("pgserver", "httpx", "httpcore", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every connection attempt, and each failure with a traceback, before dramatiq
+    # gives up; the project says it once, as "RabbitMQ unavailable: ..." (worker/broker.py)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def get(name: str | None = None, **bound: Any) -> Any:

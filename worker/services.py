@@ -176,7 +176,9 @@ def down(settings: Settings) -> list[str]:
         stopped.append("redis")
     pgdata = _pg_dir(settings)
     if (pgdata / "postmaster.pid").exists():
-        from pgserver._commands import pg_ctl  # the wheel's own pg_ctl, run as its own user
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on servers; harmless here
+            warnings.simplefilter("ignore")
+            from pgserver._commands import pg_ctl  # the wheel's own pg_ctl, run as its own user
 
         user = "pgserver" if os.geteuid() == 0 else None
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -194,7 +196,6 @@ def rabbitmq_answers(url: str) -> bool:
     """True when a RabbitMQ at url (amqp://) accepts a connection within a few seconds."""
     import pika  # imported lazily: only a site on RabbitMQ asks
     import pika.exceptions
-
 
     try:
         pika.BlockingConnection(pika.URLParameters(rabbitmq_url(url))).close()

@@ -60,6 +60,8 @@ def cmd_services(args: argparse.Namespace) -> int:
                 else:
                     head = "external"
                 print(f"{name}: {head}, {'answers' if st['answers'] else 'does not answer'} ({where})")
+        if not all(st["answers"] for st in state.values()):
+            return 3  # a script or a health check can tell: a service does not answer
     return 0
 
 
@@ -91,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # asks honcho once (SIGINT) to stop them; each gets a single SIGTERM and stops gracefully
     # (dramatiq finishes its messages, gunicorn its requests) instead of a second signal's hard stop
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, _interrupted)  # a process manager's stop is a Ctrl-C: one graceful stop
     while True:
         try:
             return proc.wait()
@@ -99,6 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGINT)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -115,7 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start, stop or show the embedded PostgreSQL and Redis",
         description="Manage the embedded PostgreSQL and Redis used when DATABASE_URL / REDIS_URL (and BROKER_URL) "
         "are unset. 'up' prints their URLs (export them to share the services with other tools); 'status' says "
-        "whether each service answers, the RabbitMQ of an amqp:// BROKER_URL included (passwords masked).",
+        "whether each service answers, the RabbitMQ of an amqp:// BROKER_URL included (passwords masked); "
+        "exit 3 when one does not answer.",
     )
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--json", action="store_true", help="one JSON object (passwords masked)")

@@ -22,6 +22,7 @@ run at once: a PostgreSQL advisory lock is held for the pass (a second one retur
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,11 @@ def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now:
             lock_conn.execute(q("sweep_unlock"), {"key": db.SWEEP_LOCK_KEY})
             lock_conn.autocommit = False
     report.seconds = time.perf_counter() - started
-    log.info("sweep.pass", **{k: v for k, v in report.counts().items() if k != "now"})
+    counts = {k: v for k, v in report.counts().items() if k != "now"}
+    if report.due or report.errors:
+        log.info("sweep.pass", **counts)
+    else:  # nothing was due: polling every 2 s, an info line would bury the log
+        log.debug("sweep.pass", **counts)
     return report
 
 
@@ -244,12 +249,14 @@ def next_due(pool: psycopg_pool.ConnectionPool) -> datetime | None:
 
 def sweep_for(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, seconds: float,
               clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep,
-              min_pause: float = 1.0, idle_pause: float = 2.0, **kwargs: Any) -> list[SweepReport]:
+              min_pause: float = 1.0, idle_pause: float = 2.0, stop: threading.Event | None = None,
+              **kwargs: Any) -> list[SweepReport]:
     """Run passes for `seconds`, sleeping until the next query is due between them.
 
     This is how POS orders get their 2-second polling while the clock starts the sweep once a
     minute (`iotledger sweep --for 55`). With nothing scheduled it looks again every
-    `idle_pause` seconds, since a new POS order may be expected at any moment. Raises as sweep_once.
+    `idle_pause` seconds, since a new POS order may be expected at any moment. When `stop` is
+    set (the clock was asked to stop) it returns after the pass under way. Raises as sweep_once.
     """
     deadline = clock() + timedelta(seconds=seconds)
     reports = []
@@ -258,6 +265,10 @@ def sweep_for(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, secon
         reports.append(sweep_once(pool, client, now=now, **kwargs))
         due = next_due(pool)
         wake = now + timedelta(seconds=idle_pause) if due is None else max(due, now + timedelta(seconds=min_pause))
-        if wake > deadline:
+        if wake > deadline or (stop is not None and stop.is_set()):
             return reports
-        sleep(max(0.0, (wake - clock()).total_seconds()))
+        pause = max(0.0, (wake - clock()).total_seconds())
+        if stop is None:
+            sleep(pause)
+        elif stop.wait(pause):
+            return reports
