@@ -450,3 +450,41 @@ def test_expected_refunds_by_the_actor_are_idempotent_and_contradictions_refused
         close_pools()
     rows = conn.execute("SELECT mch_refund_no, amount FROM expected_refunds").fetchall()
     assert rows == [("RF-1", 500)]
+
+
+# ------------------------------------------------------------------ a file of other content in the way
+
+def test_a_foreign_file_in_the_way_refuses_the_export_and_records_nothing_every_time(db_url, redis_url, conn, tmp_path):
+    post(conn, "PC-1", 1000, noon(day(20)))
+    folder = tmp_path / str(day(20))
+    folder.mkdir()
+    foreign = folder / f"settlement-{day(20)}.csv"
+    foreign.write_text("FOREIGN FILE - finance copy\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTPAY_", "IOTLEDGER_"))}
+    env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, IOTLEDGER_SETTLEMENT_TZ="America/Toronto")
+    cmd = [str(Path(sys.executable).parent / "iotledger"), "export", "--date", str(day(20)), "--out", str(tmp_path)]
+    for _ in range(2):  # the second attempt must not take the refused first for its own altered file
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "exists with other content" in r.stderr and "nothing recorded" in r.stderr
+        assert foreign.read_text() == "FOREIGN FILE - finance copy\n"
+        assert sorted(p.name for p in folder.iterdir()) == [foreign.name]  # no temporary file left
+        assert conn.execute("SELECT count(*) FROM settlement_files").fetchone() == (0,)
+        assert filed(conn, "PC-1") == []
+        conn.rollback()
+    foreign.unlink()
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60).returncode == 0
+    assert filed(conn, "PC-1") == [day(20)]
+
+
+def test_restoring_a_file_altered_on_disk_keeps_the_altered_copy_beside_it(conn, tmp_path):
+    post(conn, "PC-1", 1000, noon(day(20)))
+    first = export(conn, day(20), tmp_path)
+    path = first.files["settlement"]
+    recorded = path.read_bytes()
+    path.write_bytes(recorded.replace(b",1000,", b",100,"))  # edited by hand after it was handed out
+    again = export(conn, day(20), tmp_path)
+    assert again.status == "restored"
+    assert path.read_bytes() == recorded
+    [aside] = [p for p in path.parent.iterdir() if p.name.startswith(f"{path.name}.altered-")]
+    assert aside.read_bytes() == recorded.replace(b",1000,", b",100,")  # nothing handed out is lost

@@ -71,7 +71,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from worker.reports.export import ExportError, export_day
+    from worker.reports.export import ExportError, FileClashError, export_day
 
     s = app_settings()
     try:
@@ -84,7 +84,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             result = export_day(conn, day, s.settlement_tz, Path(args.out), restate=args.restate)
         except ExportError as exc:
             print(f"iotledger export: {exc}", file=sys.stderr)
-            return 1
+            return 2 if isinstance(exc, FileClashError) else 1  # a folder to fix (2), or a finding (1)
     m = result.manifest
     if args.json:
         print(json.dumps({"status": result.status, "settlement_date": str(day), "folder": str(result.folder),

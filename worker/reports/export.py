@@ -62,6 +62,11 @@ class ExportError(IotLedgerError):
     """The export cannot be produced as asked (for example a closed day whose ledger rows changed)."""
 
 
+class FileClashError(ExportError):
+    """A file of another content stands where a file would be handed out: nothing is recorded or
+    written (the operator moves it away or exports to another folder)."""
+
+
 @dataclass(frozen=True)
 class ExportResult:
     """Where the files are and what they hold."""
@@ -201,7 +206,7 @@ def _commit(files: list[AtomicFile], folder: Path, *, restore: bool) -> None:
     try:
         commit_all(files, folder, restore=restore)
     except FileExistsError as exc:
-        raise ExportError(str(exc)) from None
+        raise FileClashError(str(exc)) from None
 
 
 def _changes(old: dict[str, dict[str, str]] | None, new: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -270,6 +275,10 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                     manifest["changes"] = changes
                     files[-1].rewrite(manifest_bytes(manifest))
                 _check_adds_up(cur, day, manifest)
+                clashing = [f.target for f in files if f.clashes()]
+                if clashing:  # checked before anything is recorded: a refused export leaves no trace
+                    raise FileClashError(f"{clashing[0]} exists with other content; refusing to overwrite it "
+                                         f"(nothing recorded: move it away or export to another --out)")
                 if closed:
                     cur.execute(q("export_save"), {"day": day, "tz": bd.tz_name, "version": version,
                                                    "manifest": Jsonb(manifest)})

@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -121,14 +121,20 @@ class AtomicFile:
         self.sha = hashlib.sha256(data)
         self.size = len(data)
 
+    def clashes(self) -> bool:
+        """True when the target is a file handed out (not provisional) holding other bytes."""
+        return (self.target.exists() and ".provisional." not in self.target.name
+                and sha256_of(self.target) != self.sha.hexdigest())
+
     def commit(self, *, restore: bool = False) -> None:
-        """Rename into place. A file handed out is never overwritten with other bytes, except when
-        `restore` puts back the bytes its manifest recorded. Raises FileExistsError when the target
-        holds other bytes."""
-        if not restore and self.target.exists() and ".provisional." not in self.target.name:
-            # a file handed out under this name is never overwritten: only identical bytes may stand
-            if sha256_of(self.target) != self.sha.hexdigest():
+        """Rename into place. A file handed out is never overwritten: without `restore` a target
+        holding other bytes raises FileExistsError; with `restore` (putting back the bytes its
+        manifest recorded) the altered file is first moved aside as `NAME.altered-<UTC time>`."""
+        if self.clashes():
+            if not restore:
                 raise FileExistsError(f"{self.target} exists with other content; refusing to overwrite it")
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            os.replace(self.target, self.target.with_name(f"{self.target.name}.altered-{stamp}"))
         os.replace(self.tmp, self.target)
 
     def discard(self) -> None:
@@ -140,9 +146,14 @@ class AtomicFile:
 
 
 def commit_all(files: list[AtomicFile], folder: Path, *, restore: bool = False) -> None:
-    """Rename every file into place in order, then fsync the folder. Raises FileExistsError (see commit)."""
-    for f in files:  # the manifest is last in the list: a reader that finds it finds whole files
-        f.commit(restore=restore)
+    """Rename every file into place in order, then fsync the folder. Raises FileExistsError (see
+    commit); the temporary files not renamed are removed."""
+    try:
+        for f in files:  # the manifest is last in the list: a reader that finds it finds whole files
+            f.commit(restore=restore)
+    finally:
+        for f in files:
+            f.discard()  # a no-op for a file renamed into place
     fsync_dir(folder)
 
 
