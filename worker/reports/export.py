@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -152,8 +152,10 @@ def _by_currency(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str, version: int,
-                 links: dict[str, Any], phase: _Phases) -> tuple[dict[str, Any], list[AtomicFile]]:
-    """Stream the day's rows from exported_entries into temporary files; return the manifest and the files."""
+                 links: dict[str, Any], phase: _Phases,
+                 workbook_limit: int = MAX_WORKBOOK_ROWS) -> tuple[dict[str, Any], list[AtomicFile]]:
+    """Stream the day's rows from exported_entries into temporary files (the first `workbook_limit`
+    of them into the workbook too); return the manifest and the files."""
     names = file_names(bd.day, version, status)
     folder.mkdir(parents=True, exist_ok=True)
     settle, workbook_file, summary, manifest_file = files = [
@@ -166,26 +168,26 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         adjustment_dates: set[str] = set()
         written: dict[str, list[int]] = {}
         settle.write(csv_bytes(pd.DataFrame(columns=COLUMNS), header=True))
-        chunks = day_rows(cur, bd.day)
-        while True:
-            with phase("rows"):  # PostgreSQL's query and COPY, and Arrow's parsing
-                raw = next(chunks, None)
-            if raw is None:
-                break
-            with phase("format"):
-                cells = settlement_table(raw)
-                _accumulate(written, cells)
-                adj = pc.filter(cells.column("business_date"), pc.equal(cells.column("record"), "prior_day_adjustment"))
-                n_adj += len(adj)
-                adjustment_dates.update(pc.unique(adj).to_pylist())
-            with phase("csv"):
-                settle.write(table_csv(cells, header=False))
-            room = MAX_WORKBOOK_ROWS - book.rows
-            if room > 0:
-                with phase("workbook"):
-                    part = raw.slice(0, room)
-                    book.add(workbook_rows(zip(*(c.to_pylist() for c in part.columns)), part.column_names))
-            rows_out += raw.num_rows
+        with closing(day_rows(cur, bd.day)) as chunks:  # on an error, the COPY is cancelled before the rollback
+            while True:
+                with phase("rows"):  # PostgreSQL's query and COPY, and Arrow's parsing
+                    raw = next(chunks, None)
+                if raw is None:
+                    break
+                with phase("format"):
+                    cells = settlement_table(raw)
+                    _accumulate(written, cells)
+                    adj = pc.filter(cells.column("business_date"), pc.equal(cells.column("record"), "prior_day_adjustment"))
+                    n_adj += len(adj)
+                    adjustment_dates.update(pc.unique(adj).to_pylist())
+                with phase("csv"):
+                    settle.write(table_csv(cells, header=False))
+                room = workbook_limit - book.rows
+                if room > 0:
+                    with phase("workbook"):
+                        part = raw.slice(0, room)
+                        book.add(workbook_rows(zip(*(c.to_pylist() for c in part.columns)), part.column_names))
+                rows_out += raw.num_rows
         with phase("csv"):
             settle.close()
         with phase("summary"):
@@ -207,8 +209,8 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
             "files": {
                 names["settlement"]: {"rows": rows_out, "sha256": settle.sha.hexdigest(), "bytes": settle.size},
                 names["summary"]: {"rows": len(summary_df), "sha256": summary.sha.hexdigest(), "bytes": summary.size},
-                names["workbook"]: {"rows": min(rows_out, MAX_WORKBOOK_ROWS), "sha256": workbook_file.sha.hexdigest(),
-                                    "bytes": workbook_file.size, "complete": rows_out <= MAX_WORKBOOK_ROWS},
+                names["workbook"]: {"rows": book.rows, "sha256": workbook_file.sha.hexdigest(),
+                                    "bytes": workbook_file.size, "complete": book.rows == rows_out},
             },
             "rows": {"business_day": rows_out - n_adj, "prior_day_adjustments": n_adj},
             "prior_day_adjustment_dates": sorted(adjustment_dates),
@@ -248,12 +250,14 @@ def _changes(old: dict[str, dict[str, str]] | None, new: dict[str, dict[str, str
 
 
 def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path, *, restate: bool = False,
-               now: datetime | None = None) -> ExportResult:
+               now: datetime | None = None, workbook_limit: int = MAX_WORKBOOK_ROWS) -> ExportResult:
     """Write (or give back) the settlement files of one business day.
 
     A day that has ended is closed by its first export; a day not ended yet is exported as
     provisional and nothing is recorded. A restate writes version N+1 beside the old files, or
-    nothing when nothing would change (status `no_change`). Raises ExportError when a closed
+    nothing when nothing would change (status `no_change`). The workbook holds the first
+    `workbook_limit` rows (at most Excel's MAX_WORKBOOK_ROWS; the manifest says whether it is
+    complete); a closed day given back keeps the row count it was closed with. Raises ExportError when a closed
     day's files cannot be reproduced byte for byte (ask for `restate`), RetryableError when
     PostgreSQL is down.
     """
@@ -276,7 +280,8 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 if not problems:
                     return ExportResult(bd, folder, paths(folder, stored), stored, "unchanged")
                 links = {k: stored[k] for k in LINK_KEYS if k in stored}
-                manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links, phase)
+                manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links, phase,
+                                               _workbook_limit_of(stored))
                 if manifest != stored:
                     raise ExportError(
                         f"{day} was closed with other content than the ledger now gives "
@@ -293,7 +298,8 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 assigned = cur.rowcount
                 status = "provisional" if not closed else ("restated" if record is not None else "final")
                 links = _links(cur, day, record[3] if record is not None else None)
-                manifest, files = _write_files(cur, bd, folder, status, version, links, phase)
+                manifest, files = _write_files(cur, bd, folder, status, version, links, phase,
+                                               min(workbook_limit, MAX_WORKBOOK_ROWS))
                 if record is not None:
                     old = record[3]
                     new_rows = csv_rows_by_entry(files[0].tmp) or {}
@@ -347,6 +353,13 @@ def _links(cur: psycopg.Cursor, day: date, superseded: dict[str, Any] | None) ->
         links["supersedes"] = {"version": superseded["version"], "name": manifest_name(superseded),
                                "sha256": hashlib.sha256(manifest_bytes(superseded)).hexdigest()}
     return links
+
+
+def _workbook_limit_of(manifest: dict[str, Any]) -> int:
+    """How many rows the workbook a manifest describes was given: all of them, or the first N."""
+    book = manifest["files"][file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"],
+                                        manifest["status"])["workbook"]]
+    return MAX_WORKBOOK_ROWS if book["complete"] else book["rows"]
 
 
 def _check_adds_up(cur: psycopg.Cursor, day: date, manifest: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ CHUNK_ROWS = 50_000
 _PARSE = pacsv.ParseOptions(newlines_in_values=True)
 
 
-def day_rows(cur: psycopg.Cursor, day: date, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+def day_rows(cur: psycopg.Cursor, day: date) -> Iterator[pa.Table]:
     """The rows of `day`'s file (export_rows, in its order), CHUNK_ROWS at a time, as Arrow tables
     with export_rows' columns. The caller has set the session's zone (export_session_tz). Raises
     psycopg errors."""
@@ -39,7 +39,7 @@ def day_rows(cur: psycopg.Cursor, day: date, chunk_rows: int = CHUNK_ROWS) -> It
         rows: list[bytes] = []
         for row in blocks:
             rows.append(row)
-            if len(rows) == chunk_rows:
+            if len(rows) == CHUNK_ROWS:
                 yield pacsv.read_csv(pa.py_buffer(b"".join(rows)), read, _PARSE, convert)
                 rows = []
         if rows:
