@@ -69,15 +69,11 @@ END $$;
 CREATE CONSTRAINT TRIGGER filing_checks_at_commit AFTER INSERT ON filing_checks
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_filing_check_at_commit();
 
-CREATE FUNCTION reports_filing_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'exported_entries is append-only: % is not allowed (an entry stays in the file it went into)', TG_OP
-        USING ERRCODE = 'restrict_violation';
-END $$;
+-- a correction is a new (reversing) entry, which goes into a later file
 CREATE TRIGGER exported_entries_append_only BEFORE UPDATE OR DELETE ON exported_entries
-    FOR EACH ROW EXECUTE FUNCTION reports_filing_append_only();
+    FOR EACH ROW EXECUTE FUNCTION ledger_forbid_change();
 CREATE TRIGGER exported_entries_no_truncate BEFORE TRUNCATE ON exported_entries
-    FOR EACH STATEMENT EXECUTE FUNCTION reports_filing_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_forbid_change();
 
 -- the referenced side of exported_entries_export_date_fkey
 CREATE FUNCTION reports_day_holds_entries() RETURNS trigger LANGUAGE plpgsql AS $$
