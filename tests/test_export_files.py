@@ -253,3 +253,25 @@ def test_files_that_would_not_add_up_to_the_ledger_are_never_written(conn: psyco
         export(conn, FALL_BACK, tmp_path)
     assert not (tmp_path / str(FALL_BACK)).exists() or os.listdir(tmp_path / str(FALL_BACK)) == []
     assert conn.execute("SELECT count(*) FROM settlement_exports").fetchone() == (0,)
+
+
+@pytest.mark.timeout(120)  # before the COPY was cancelled on an error, the rollback waited for ever
+def test_an_error_while_the_rows_stream_cancels_the_copy_and_writes_nothing(conn: psycopg.Connection, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    from worker.reports import rows as rows_module
+    from worker.reports.workbook import SettlementWorkbook
+
+    seed_fall_back_day(conn)
+    monkeypatch.setattr(rows_module, "CHUNK_ROWS", 2)  # several chunks: the error comes with the COPY half read
+
+    def disk_full(self, records):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SettlementWorkbook, "add", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        export(conn, FALL_BACK, tmp_path)
+    assert not (tmp_path / str(FALL_BACK)).exists() or os.listdir(tmp_path / str(FALL_BACK)) == []
+    assert conn.execute("SELECT count(*) FROM exported_entries").fetchone() == (0,)  # the connection still works
+    monkeypatch.undo()
+    monkeypatch.setattr(rows_module, "CHUNK_ROWS", 2)
+    assert export(conn, FALL_BACK, tmp_path).manifest["rows"] == {"business_day": 8, "prior_day_adjustments": 1}

@@ -376,6 +376,22 @@ def test_the_workbook_keeps_identifiers_as_text_and_its_totals_equal_the_csv(con
     assert {x["pay_order_id"]: x["pay_succ_time_raw"] for x in csv_rows}["PC-ZERO"] == "2026-11-20 09:00:00"
 
 
+def test_a_workbook_given_fewer_rows_says_so_and_a_closed_day_keeps_its_count(conn, tmp_path):
+    for i in range(3):
+        post(conn, f"PC-{i}", 100 + i, noon(day(20)) + timedelta(minutes=i))
+    r = export(conn, day(20), tmp_path, workbook_limit=2)
+    assert r.manifest["files"]["settlement-2026-11-20.xlsx"] | {"sha256": "", "bytes": 0} == {
+        "rows": 2, "complete": False, "sha256": "", "bytes": 0}
+    sheet = openpyxl.load_workbook(r.files["workbook"])["settlement"]
+    assert [row[9].value for row in sheet.iter_rows(min_row=2)] == ["PC-0", "PC-1"]  # pay_order_id
+    assert [x["pay_order_id"] for x in read_rows(r.files["settlement"])] == ["PC-0", "PC-1", "PC-2"]
+    original = {k: v.read_bytes() for k, v in r.files.items()}
+    for f in r.files.values():
+        f.unlink()
+    again = export(conn, day(20), tmp_path)  # regenerated with the count it was closed with
+    assert again.status == "restored" and {k: v.read_bytes() for k, v in again.files.items()} == original
+
+
 def test_a_provisional_export_is_named_as_provisional(conn, tmp_path):
     post(conn, "PC-1", 1000, noon(day(20)))
     r = export(conn, day(20), tmp_path, now=at("2026-11-20 15:00:00"))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 
 def decimal(cents: int) -> str:
@@ -26,11 +27,26 @@ def accounting(cents: int) -> str:
 
 
 def decimal_series(cents: pd.Series) -> pd.Series:
-    """Integer cents -> '1234.56' / '-0.05' strings, vectorised, no float on the way (the index is kept)."""
+    """Integer cents (or their text) -> '1234.56' / '-0.05' strings, vectorised, no float on the way (the index is kept)."""
+    import pandas as pd
+    import pyarrow as pa
+
     cents = cents.astype("int64")
-    magnitude = cents.abs()
-    text = (magnitude // 100).astype(str) + "." + (magnitude % 100).astype(str).str.zfill(2)
-    return text.where(cents >= 0, "-" + text)
+    return pd.Series(decimal_cells(pa.array(cents.to_numpy())).to_pylist(), index=cents.index, dtype="object")
+
+
+def decimal_cells(cents: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """An Arrow column of integer cents -> '1234.56' / '-0.05' strings, a column at a time, no float on
+    the way. Raises pyarrow.ArrowInvalid for the one int64 without a magnitude (-2**63)."""
+    import pyarrow as pa  # the ingress imports this module too, and never needs Arrow
+    import pyarrow.compute as pc
+
+    magnitude = pc.abs_checked(cents)
+    whole = pc.divide(magnitude, 100)  # integer division: magnitudes are never negative
+    frac = pc.subtract(magnitude, pc.multiply(whole, 100))
+    text = pc.binary_join_element_wise(pc.cast(whole, pa.string()), pc.utf8_lpad(pc.cast(frac, pa.string()), 2, "0"),
+                                       ".")
+    return pc.if_else(pc.less(cents, 0), pc.binary_join_element_wise("-", text, ""), text)
 
 
 def units(cents: int) -> float:

@@ -8,10 +8,19 @@ at commit, pay_balances tracked), with an order row for each, expected orders fo
 (1 % with another amount, 0.5 % never paid) and a few pending orders. Then, each in a fresh
 process so that peak memory (max RSS) is the job's own:
 
-  * export (first, closing the day: assigns the entries, writes CSV + summary + manifest);
+  * export (first, closing the day: files the entries, writes CSV + workbook + summary + manifest),
+    with its seconds per phase;
+  * the same first export in a copy of the database, its workbook given no rows (the totals sheet
+    only: what a day above a workbook row limit would get);
   * export again into another folder (the closed day regenerated and checked byte for byte);
-  * the ceiling: a bare `COPY (same SELECT) TO STDOUT` of the same rows into a file;
+  * the ceiling: a bare `COPY ... TO STDOUT` of the ledger rows the file holds (the day's journal
+    entries joined to their orders, the columns the export reads, unformatted, unordered) into a
+    file; and, for comparison, a COPY of the export's own query (formatted by PostgreSQL);
+  * files verify of the series the first export wrote;
   * reconcile of the day (all orders of the day against expected orders and the ledger).
+
+The exports are printed next to the bare COPY (the workbook is the same rows again, as 1 KB of
+XML each, deflated: see the closing line).
 
 Uses TEST_DATABASE_URL or postgresql://postgres@127.0.0.1:5432/postgres.
 """
@@ -95,36 +104,59 @@ def _db(name: str) -> str:
     return make_conninfo(**params)
 
 
+# the ceiling: the ledger rows of the day's file as PostgreSQL has them, to a file
+BARE_COPY = """
+COPY (SELECT je.id, je.occurred_at, je.mch_id, je.kind, je.pay_order_id, je.original_order_id, je.currency, je.amount,
+             o.channel, o.mch_order_no, o.fields ->> 'paySuccTime', o.card_type, o.card_num, o.auth_num, o.trans_num
+      FROM exported_entries x
+      JOIN journal_entries je ON je.id = x.entry_id
+      LEFT JOIN orders o ON o.pay_order_id = je.pay_order_id
+      WHERE x.export_date = %(day)s) TO STDOUT WITH (FORMAT csv)
+"""
+
+
+def _copy_to_file(conn: psycopg.Connection, stmt: str, path: Path) -> int:
+    with conn.cursor() as cur, open(path, "wb") as fh:
+        cur.execute("SELECT set_config('TimeZone', %s, false)", (TZ.key,))
+        with cur.copy(stmt, {"day": DAY}) as copy:
+            for block in copy:
+                fh.write(block)
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
 def _child(kind: str, url: str, out: str, q: mp.Queue) -> None:
     from worker import logs
 
     logs.configure(level="WARNING")
+    from worker.reports.businessday import business_day
     from worker.reports.export import export_day
     from worker.reports.reconcile import reconcile
+    from worker.reports.verify import verify_files
+    from worker.reports.workbook import MAX_ROWS
     from worker.sqlfiles import q as query
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    rows = 0
+    rows, extra = 0, {}
     with psycopg.connect(url) as conn:
         if kind.startswith("export"):
-            r = export_day(conn, DAY, TZ, Path(out))
-            rows = sum(r.manifest["rows"].values())
+            r = export_day(conn, DAY, TZ, Path(out), workbook_limit=0 if kind == "export_no_sheet" else MAX_ROWS)
+            rows, extra = sum(r.manifest["rows"].values()), r.seconds
         elif kind == "copy":
-            with conn.cursor() as cur, open(Path(out) / "copy.csv", "wb") as fh:
-                cur.execute("SELECT set_config('TimeZone', %s, false)", (TZ.key,))
-                stmt = "COPY (" + query("export_rows") + ") TO STDOUT WITH (FORMAT csv, HEADER)"
-                with cur.copy(stmt, {"day": DAY}) as copy:
-                    for block in copy:
-                        fh.write(block)
-            with open(Path(out) / "copy.csv", "rb") as fh:
-                rows = sum(1 for _ in fh) - 1
+            rows = _copy_to_file(conn, BARE_COPY, Path(out) / "copy.csv")
+        elif kind == "copy_query":
+            stmt = "COPY (" + query("export_rows") + ") TO STDOUT WITH (FORMAT csv, HEADER)"
+            rows = _copy_to_file(conn, stmt, Path(out) / "copy_query.csv") - 1
+        elif kind == "verify":
+            r = verify_files(conn, Path(out), TZ, now=business_day(DAY, TZ).end)
+            rows, extra = r.files_checked, {"findings": len(r.findings)}
         elif kind == "reconcile":
             r = reconcile(conn, DAY, TZ)
             rows = len(r.mismatches)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    q.put((kind, seconds, rows, peak / 1024, base / 1024))
+    q.put((kind, seconds, rows, peak / 1024, base / 1024, extra))
 
 
 def run(kind: str, url: str, out: str) -> tuple:
@@ -148,6 +180,7 @@ def main() -> None:
     refunds = args.rows // 10
     pays = args.rows - refunds
     name = f"iotledger_bench_{uuid.uuid4().hex[:8]}"
+    twin = name + "_b"
     with psycopg.connect(SERVER, autocommit=True) as c:
         c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = _db(name)
@@ -167,30 +200,46 @@ def main() -> None:
             conn.execute("VACUUM ANALYZE")
             (entries,) = conn.execute("SELECT count(*) FROM journal_entries").fetchone()
             (n_orders,) = conn.execute("SELECT count(*) FROM orders").fetchone()
+        with psycopg.connect(SERVER, autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(twin), sql.Identifier(name)))
         print(f"generated {entries:,} journal entries ({pays:,} pays, {refunds:,} refunds), {n_orders:,} orders, "
               f"{pays + pays // 200:,} expected orders in {gen:.1f} s (set-based SQL, triggers on)")
-        print(f"{'job':42} {'seconds':>8} {'rows':>10} {'rows/s':>10} {'peak RSS MiB':>13} {'(idle)':>7}")
-        results = [
-            ("export (first: close the day)", run("export", url, out + "/a")),
-            ("export again (closed day, regenerated)", run("export2", url, out + "/b")),
-            ("bare COPY (same SELECT) TO file", run("copy", url, out)),
-            ("reconcile (1 day, all orders)", run("reconcile", url, out)),
-        ]
-        for label, (kind, seconds, rows, peak, base) in results:
-            rate = f"{rows / seconds:,.0f}" if kind != "reconcile" else "-"
-            print(f"{label:42} {seconds:8.2f} {rows:>10,} {rate:>10} {peak:13.0f} {base:7.0f}")
-        copy_s = results[2][1][1]
-        print(f"export / COPY ceiling: first {results[0][1][1] / copy_s:.2f}x, again {results[1][1][1] / copy_s:.2f}x; "
-              f"reconcile found {results[3][1][2]:,} mismatches for {n_orders:,} orders")
-        size = os.path.getsize(Path(out) / "a" / str(DAY) / f"settlement-{DAY}.csv")
-        print(f"settlement CSV {size / 2**20:.0f} MiB; COPY CSV {os.path.getsize(Path(out) / 'copy.csv') / 2**20:.0f} MiB")
+        print(f"{'job':44} {'seconds':>8} {'rows':>10} {'rows/s':>10} {'peak RSS MiB':>13} {'(idle)':>7}")
+        results = dict(
+            export=("export (first: close the day)", run("export", url, out + "/a")),
+            export_no_sheet=("export (first), workbook without rows", run("export_no_sheet", _db(twin), out + "/c")),
+            export2=("export again (closed day, regenerated)", run("export2", url, out + "/b")),
+            copy=("ceiling: bare COPY of the ledger rows TO file", run("copy", url, out)),
+            copy_query=("COPY of the export's query TO file", run("copy_query", url, out)),
+            verify=("files verify (the series of the first)", run("verify", url, out + "/a")),
+            reconcile=("reconcile (1 day, all orders)", run("reconcile", url, out)),
+        )
+        for label, (kind, seconds, rows, peak, base, _) in results.values():
+            rate = f"{rows / seconds:,.0f}" if kind not in ("reconcile", "verify") else "-"
+            print(f"{label:44} {seconds:8.2f} {rows:>10,} {rate:>10} {peak:13.0f} {base:7.0f}")
+        copy_s = results["copy"][1][1]
+        first, lean, again = results["export"][1], results["export_no_sheet"][1], results["export2"][1]
+        for label, r in (("export", first), ("export, workbook without rows", lean)):
+            print(f"{label}: seconds per phase: " + ", ".join(f"{k} {v:.2f}" for k, v in r[5].items()))
+        print(f"export / bare COPY ceiling ({copy_s:.2f} s): first {first[1] / copy_s:.2f}x (peak {first[3]:.0f} MiB; "
+              f"its workbook {first[5].get('workbook', 0.0):.2f} s), again {again[1] / copy_s:.2f}x; "
+              f"workbook without rows {lean[1] / copy_s:.2f}x (peak {lean[3]:.0f} MiB); "
+              f"COPY of the export's query {results['copy_query'][1][1] / copy_s:.2f}x")
+        print(f"files verify {results['verify'][1][1]:.2f} s ({results['verify'][1][1] / copy_s:.2f}x the COPY, "
+              f"{results['verify'][1][5]['findings']} findings); reconcile found {results['reconcile'][1][2]:,} "
+              f"mismatches for {n_orders:,} orders")
+        folder = Path(out) / "a" / str(DAY)
+        print(f"settlement CSV {os.path.getsize(folder / f'settlement-{DAY}.csv') / 2**20:.0f} MiB, workbook "
+              f"{os.path.getsize(folder / f'settlement-{DAY}.xlsx') / 2**20:.0f} MiB; bare COPY CSV "
+              f"{os.path.getsize(Path(out) / 'copy.csv') / 2**20:.0f} MiB")
     finally:
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
             with psycopg.connect(SERVER, autocommit=True) as c:
-                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                for db in (name, twin):
+                    c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
         else:
-            print(f"kept database {name} and files in {out}")
+            print(f"kept databases {name}, {twin} and files in {out}")
 
 
 if __name__ == "__main__":

@@ -5,17 +5,27 @@ with = + - @ (or tab, CR) is prefixed with an apostrophe. Numbers are numbers:
 `signed_amount_cents`/`signed_amount` are negative for money out and never prefixed. Money is
 given twice, integer cents and the same as a decimal string; the summary's decimal columns are
 accounting amounts ('(12.34)' for a negative net).
+
+The settlement rows are formatted a column at a time on Arrow arrays (`settlement_table`) and
+written by Arrow's CSV writer (`table_csv`): a million rows never become a million Python
+objects. Its quoting is the csv module's QUOTE_NONNUMERIC that the summary is written with:
+every text cell quoted (an empty or missing one as ""), numbers bare, LF line ends, UTF-8, so
+the bytes are the same as when pandas wrote the rows. The pandas helpers (`defuse`,
+`settlement_frame`) are the same rules for a Series or a list of rows.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from worker import money
 
@@ -34,31 +44,64 @@ SUMMARY_COLUMNS = [
 SUMMARY_TEXT_COLUMNS = ("mch_id", "currency", "section")
 SUMMARY_MONEY_COLUMNS = ("gross", "refunds", "net")  # accounting amounts, each beside its `_cents` column
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = pa.array(FORMULA_STARTS)
+_WRITE = pacsv.WriteOptions(include_header=False, quoting_style="needed")  # strings quoted, numbers bare
+_WRITE_HEADER = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+
+
+def defuse_cells(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Prefix text cells that a spreadsheet would run as a formula with an apostrophe (nulls stay null)."""
+    mask = pc.is_in(pc.utf8_slice_codeunits(text, 0, 1), value_set=_FORMULA_STARTS)
+    if not pc.any(mask).as_py():
+        return text
+    return pc.if_else(mask, pc.binary_join_element_wise("'", text, ""), text)
 
 
 def defuse(column: pd.Series) -> pd.Series:
-    """Prefix text cells that a spreadsheet would run as a formula with an apostrophe."""
+    """`defuse_cells` for a pandas Series of text (None stays missing); an object Series back."""
     text = column.astype("object")
-    mask = text.str.startswith(FORMULA_STARTS).fillna(False).astype(bool)
-    if mask.any():
-        text = text.where(~mask, "'" + text.astype(str))
-    return text
+    out = defuse_cells(pa.array(text, type=pa.string(), from_pandas=True))
+    return pd.Series(out.to_pylist(), index=text.index, dtype="object")
+
+
+def raw_types(names: list[str]) -> dict[str, pa.DataType]:
+    """The Arrow type of each column of the raw rows (export_rows): the integer columns, text for the rest."""
+    return {n: pa.int64() if n in INTEGER_COLUMNS else pa.string() for n in names}
+
+
+def settlement_table(raw: pa.Table) -> pa.Table:
+    """The CSV's cells of raw rows (export_rows' columns): COLUMNS in order, money as decimal strings
+    beside the cents, text cells defused, missing text cells null."""
+    cells = []
+    for col in COLUMNS:
+        if col in MONEY_COLUMNS:
+            cells.append(money.decimal_cells(raw.column(f"{col}_cents")))
+        elif col in INTEGER_COLUMNS:
+            cells.append(raw.column(col))
+        else:
+            cells.append(defuse_cells(raw.column(col)))
+    return pa.table(cells, names=COLUMNS)
 
 
 def settlement_frame(rows: list[tuple], names: list[str]) -> pd.DataFrame:
-    """The CSV's frame of raw rows: money as strings beside the cents, text cells defused."""
+    """`settlement_table` for raw rows given as tuples (integers may come as text), as a DataFrame."""
     df = pd.DataFrame.from_records(rows, columns=names)
-    for col in INTEGER_COLUMNS:
-        df[col] = df[col].astype("int64")
-    for col in MONEY_COLUMNS:
-        df[col] = money.decimal_series(df[f"{col}_cents"])
-    for col in COLUMNS:
-        if col not in NUMBER_COLUMNS:
-            df[col] = defuse(df[col])
-    return df[COLUMNS]
+    types = raw_types(names)
+    raw = pa.table({n: pa.array(df[n].astype("int64") if n in INTEGER_COLUMNS else df[n].astype("object"),
+                                type=types[n], from_pandas=True) for n in names})
+    return settlement_table(raw).to_pandas()
 
 
-def workbook_rows(rows: list[tuple], names: list[str]) -> Iterator[list[Any]]:
+def table_csv(table: pa.Table, header: bool) -> pa.Buffer:
+    """Settlement cells as CSV bytes: every text cell quoted (a missing one as ""), numbers bare, LF, UTF-8."""
+    filled = pa.table([pc.fill_null(c, "") if pa.types.is_string(c.type) else c for c in table.columns],
+                      names=table.column_names)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(filled, sink, _WRITE_HEADER if header else _WRITE)
+    return sink.getvalue()
+
+
+def workbook_rows(rows: Iterable[tuple], names: list[str]) -> Iterator[list[Any]]:
     """The same rows for the workbook: raw values in COLUMNS order, money in cents."""
     index = {n: i for i, n in enumerate(names)}
     cents = {c: index[f"{c}_cents"] for c in MONEY_COLUMNS}

@@ -27,7 +27,10 @@ Rules (why the code looks the way it does):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,22 +38,24 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg.types.json import Jsonb
 
 from worker import db, logs
 from worker.errors import IotLedgerError
 from worker.reports.businessday import BusinessDay, business_day
-from worker.reports.csv_cells import COLUMNS, csv_bytes, settlement_frame, summary_frame, workbook_rows
+from worker.reports.csv_cells import COLUMNS, csv_bytes, settlement_table, summary_frame, table_csv, workbook_rows
 from worker.reports.files import AtomicFile, commit_all, csv_rows_by_entry, file_names, manifest_bytes, manifest_name, \
     matches, paths
 from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
+from worker.reports.rows import day_rows
 from worker.reports.workbook import SettlementWorkbook
 from worker.sqlfiles import q
 
 log = logs.get("worker.reports.export")
 
 SECTIONS = ("business_day", "prior_day_adjustments", "total")
-CHUNK_ROWS = 50_000
 NOTE = ("Rows with record=prior_day_adjustment are transactions of an earlier business day (business_date) "
         "that reached the ledger after that day's file was closed; they are settled in this file. "
         "amount_cents/amount are always positive with direction 'in' (money IOTPay owes the merchant: pays) "
@@ -79,6 +84,9 @@ class ExportResult:
     # recorded bytes written again where missing or altered on disk), or no_change (a restate
     # that would have changed nothing: nothing written)
     status: str
+    # seconds per phase (assign, rows, format, csv, workbook, summary, checks, db_commit, rename):
+    # logged with export.written, printed by bench_reports
+    seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
     def totals(self) -> dict[str, dict[str, int]]:
@@ -106,13 +114,35 @@ def summary_rows(cur: psycopg.Cursor, day: date) -> list[dict[str, Any]]:
     return out
 
 
-def _accumulate(acc: dict[str, list[int]], df: pd.DataFrame) -> None:
+def _accumulate(acc: dict[str, list[int]], cells: pa.Table) -> None:
     """Count and signed net per currency of the rows written, in Python integers (never int64 sums)."""
-    signed = df["signed_amount_cents"].astype(object)
-    for currency, part in signed.groupby(df["currency"].astype(str).str.lstrip("'"), sort=True):
-        slot = acc.setdefault(currency, [0, 0])
+    currency, signed = cells.column("currency"), cells.column("signed_amount_cents")
+    for code in pc.unique(currency).to_pylist():
+        part = pc.filter(signed, pc.equal(currency, code)).to_pylist()
+        slot = acc.setdefault(str(code).lstrip("'"), [0, 0])
         slot[0] += len(part)
-        slot[1] += sum(int(v) for v in part)
+        slot[1] += sum(part)
+
+
+class _Phases:
+    """Seconds spent per phase of one export, summed over the chunks."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t0)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
 def _by_currency(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -127,8 +157,10 @@ def _by_currency(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str, version: int,
-                 links: dict[str, Any]) -> tuple[dict[str, Any], list[AtomicFile]]:
-    """Stream the day's rows from exported_entries into temporary files; return the manifest and the files."""
+                 links: dict[str, Any], phase: _Phases,
+                 workbook_limit: int = MAX_WORKBOOK_ROWS) -> tuple[dict[str, Any], list[AtomicFile]]:
+    """Stream the day's rows from exported_entries into temporary files (the first `workbook_limit`
+    of them into the workbook too); return the manifest and the files."""
     names = file_names(bd.day, version, status)
     folder.mkdir(parents=True, exist_ok=True)
     settle, workbook_file, summary, manifest_file = files = [
@@ -141,32 +173,36 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         adjustment_dates: set[str] = set()
         written: dict[str, list[int]] = {}
         settle.write(csv_bytes(pd.DataFrame(columns=COLUMNS), header=True))
-        with cur.connection.cursor(name=f"export_{bd.day:%Y%m%d}") as rows_cur:
-            rows_cur.itersize = CHUNK_ROWS
-            rows_cur.execute(q("export_rows"), {"day": bd.day})
-            names_sql: list[str] | None = None
+        with closing(day_rows(cur, bd.day)) as chunks:  # on an error, the COPY is cancelled before the rollback
             while True:
-                chunk = rows_cur.fetchmany(CHUNK_ROWS)
-                if names_sql is None:
-                    names_sql = [d.name for d in rows_cur.description or ()]
-                if not chunk:
+                with phase("rows"):  # PostgreSQL's query and COPY, and Arrow's parsing
+                    raw = next(chunks, None)
+                if raw is None:
                     break
-                df = settlement_frame(chunk, names_sql)
-                settle.write(csv_bytes(df, header=False))
-                _accumulate(written, df)
-                if rows_out + len(chunk) <= MAX_WORKBOOK_ROWS:
-                    book.add(workbook_rows(chunk, names_sql))
-                rows_out += len(df)
-                adj = df.loc[df["record"] == "prior_day_adjustment", "business_date"]
-                n_adj += len(adj)
-                adjustment_dates.update(adj.unique().tolist())
-        settle.close()
-        totals = summary_rows(cur, bd.day)
-        summary_df = summary_frame(totals, bd.day)
-        summary.write(csv_bytes(summary_df, header=True))
-        summary.close()
-        book.close(totals)
-        workbook_file.hash_written()
+                with phase("format"):
+                    cells = settlement_table(raw)
+                    _accumulate(written, cells)
+                    adj = pc.filter(cells.column("business_date"), pc.equal(cells.column("record"), "prior_day_adjustment"))
+                    n_adj += len(adj)
+                    adjustment_dates.update(pc.unique(adj).to_pylist())
+                with phase("csv"):
+                    settle.write(table_csv(cells, header=False))
+                room = workbook_limit - book.rows
+                if room > 0:
+                    with phase("workbook"):
+                        part = raw.slice(0, room)
+                        book.add(workbook_rows(zip(*(c.to_pylist() for c in part.columns)), part.column_names))
+                rows_out += raw.num_rows
+        with phase("csv"):
+            settle.close()
+        with phase("summary"):
+            totals = summary_rows(cur, bd.day)
+            summary_df = summary_frame(totals, bd.day)
+            summary.write(csv_bytes(summary_df, header=True))
+            summary.close()
+        with phase("workbook"):
+            book.close(totals)
+            workbook_file.hash_written()
         manifest = {
             "settlement_date": str(bd.day),
             "timezone": bd.tz_name,
@@ -178,8 +214,8 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
             "files": {
                 names["settlement"]: {"rows": rows_out, "sha256": settle.sha.hexdigest(), "bytes": settle.size},
                 names["summary"]: {"rows": len(summary_df), "sha256": summary.sha.hexdigest(), "bytes": summary.size},
-                names["workbook"]: {"rows": min(rows_out, MAX_WORKBOOK_ROWS), "sha256": workbook_file.sha.hexdigest(),
-                                    "bytes": workbook_file.size, "complete": rows_out <= MAX_WORKBOOK_ROWS},
+                names["workbook"]: {"rows": book.rows, "sha256": workbook_file.sha.hexdigest(),
+                                    "bytes": workbook_file.size, "complete": book.rows == rows_out},
             },
             "rows": {"business_day": rows_out - n_adj, "prior_day_adjustments": n_adj},
             "prior_day_adjustment_dates": sorted(adjustment_dates),
@@ -219,12 +255,14 @@ def _changes(old: dict[str, dict[str, str]] | None, new: dict[str, dict[str, str
 
 
 def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path, *, restate: bool = False,
-               now: datetime | None = None) -> ExportResult:
+               now: datetime | None = None, workbook_limit: int = MAX_WORKBOOK_ROWS) -> ExportResult:
     """Write (or give back) the settlement files of one business day.
 
     A day that has ended is closed by its first export; a day not ended yet is exported as
     provisional and nothing is recorded. A restate writes version N+1 beside the old files, or
-    nothing when nothing would change (status `no_change`). Raises ExportError when a closed
+    nothing when nothing would change (status `no_change`). The workbook holds the first
+    `workbook_limit` rows (at most Excel's MAX_WORKBOOK_ROWS; the manifest says whether it is
+    complete); a closed day given back keeps the row count it was closed with. Raises ExportError when a closed
     day's files cannot be reproduced byte for byte (ask for `restate`), RetryableError when
     PostgreSQL is down.
     """
@@ -233,6 +271,8 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
     folder = Path(out_dir) / str(day)
     closed = now >= bd.end
     files: list[AtomicFile] = []
+    phase = _Phases()
+    commit_from: float | None = None
     try:
         with db.translated(f"while exporting {day}"), conn.transaction() as txn, conn.cursor() as cur:
             cur.execute(q("export_lock"), {"key": db.EXPORT_LOCK_KEY})
@@ -245,7 +285,8 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 if not problems:
                     return ExportResult(bd, folder, paths(folder, stored), stored, "unchanged")
                 links = {k: stored[k] for k in LINK_KEYS if k in stored}
-                manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links)
+                manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links, phase,
+                                               _workbook_limit_of(stored))
                 if manifest != stored:
                     raise ExportError(
                         f"{day} was closed with other content than the ledger now gives "
@@ -257,11 +298,13 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 if restate and not closed:
                     raise ExportError(f"{day} has not ended in {bd.tz_name}: nothing to restate yet")
                 version = record[2] + 1 if record is not None else 1
-                cur.execute(q("export_assign"), {**window, "with_prior": record is None})
+                with phase("assign"):
+                    cur.execute(q("export_assign"), {**window, "with_prior": record is None})
                 assigned = cur.rowcount
                 status = "provisional" if not closed else ("restated" if record is not None else "final")
                 links = _links(cur, day, record[3] if record is not None else None)
-                manifest, files = _write_files(cur, bd, folder, status, version, links)
+                manifest, files = _write_files(cur, bd, folder, status, version, links, phase,
+                                               min(workbook_limit, MAX_WORKBOOK_ROWS))
                 if record is not None:
                     old = record[3]
                     new_rows = csv_rows_by_entry(files[0].tmp) or {}
@@ -274,7 +317,8 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                         raise psycopg.Rollback(txn)  # nothing would change: nothing is written
                     manifest["changes"] = changes
                     files[-1].rewrite(manifest_bytes(manifest))
-                _check_adds_up(cur, day, manifest)
+                with phase("checks"):
+                    _check_adds_up(cur, day, manifest)
                 clashing = [f.target for f in files if f.clashes()]
                 if clashing:  # checked before anything is recorded: a refused export leaves no trace
                     raise FileClashError(f"{clashing[0]} exists with other content; refusing to overwrite it "
@@ -285,8 +329,11 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                     cur.execute(q("export_file_version"), {
                         "day": day, "version": version, "status": status, "manifest_name": files[-1].target.name,
                         "manifest_sha256": files[-1].sha.hexdigest(), "manifest": Jsonb(manifest)})
+                    commit_from = time.perf_counter()
                 else:
                     raise psycopg.Rollback(txn)  # provisional: files written, nothing recorded
+        if commit_from is not None:  # the transaction's commit runs the deferred checks
+            phase.add("db_commit", time.perf_counter() - commit_from)
     except BaseException:  # PostgreSQL unavailable (a RetryableError) included: no file is left behind
         for f in files:
             f.discard()
@@ -295,10 +342,11 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
         stored = record[3]
         log.info("export.no_change", settlement_date=str(day), version=stored["version"])
         return ExportResult(bd, folder, paths(folder, stored), stored, "no_change")
-    _commit(files, folder, restore=status == "restored")
+    with phase("rename"):
+        _commit(files, folder, restore=status == "restored")
     log.info("export.written", settlement_date=str(day), status=status, folder=str(folder),
-             rows=manifest["rows"], version=manifest["version"])
-    return ExportResult(bd, folder, paths(folder, manifest), manifest, status)
+             rows=manifest["rows"], version=manifest["version"], seconds=phase.rounded())
+    return ExportResult(bd, folder, paths(folder, manifest), manifest, status, phase.rounded())
 
 
 LINK_KEYS = ("previous_manifest", "supersedes")
@@ -314,6 +362,13 @@ def _links(cur: psycopg.Cursor, day: date, superseded: dict[str, Any] | None) ->
         links["supersedes"] = {"version": superseded["version"], "name": manifest_name(superseded),
                                "sha256": hashlib.sha256(manifest_bytes(superseded)).hexdigest()}
     return links
+
+
+def _workbook_limit_of(manifest: dict[str, Any]) -> int:
+    """How many rows the workbook a manifest describes was given: all of them, or the first N."""
+    book = manifest["files"][file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"],
+                                        manifest["status"])["workbook"]]
+    return MAX_WORKBOOK_ROWS if book["complete"] else book["rows"]
 
 
 def _check_adds_up(cur: psycopg.Cursor, day: date, manifest: dict[str, Any]) -> None:

@@ -46,8 +46,10 @@ def manifest_name(manifest: dict[str, Any]) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file's bytes, in hex. Raises FileNotFoundError when it is missing."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The SHA-256 of a file's bytes, in hex, read a block at a time (a day's CSV can be hundreds of
+    MiB). Raises FileNotFoundError when it is missing."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def matches(folder: Path, manifest: dict[str, Any]) -> list[str]:
@@ -108,9 +110,9 @@ class AtomicFile:
         """Fsync and hash a file another library wrote at the temporary name."""
         with open(self.tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        data = self.tmp.read_bytes()
-        self.sha = hashlib.sha256(data)
-        self.size = len(data)
+            fh.seek(0)
+            self.sha = hashlib.file_digest(fh, "sha256")
+            self.size = fh.tell()
 
     def rewrite(self, data: bytes) -> None:
         """Replace the (closed) temporary file's content."""

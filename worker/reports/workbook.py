@@ -23,7 +23,8 @@ from worker import money
 from worker.reports.csv_cells import INTEGER_COLUMNS, MONEY_COLUMNS, SUMMARY_COLUMNS, SUMMARY_MONEY_COLUMNS, \
     SUMMARY_TEXT_COLUMNS
 
-# Excel holds 1,048,576 rows per sheet; a day beyond that gets no workbook (the manifest says so)
+# Excel holds 1,048,576 rows per sheet: a day beyond that gets the first MAX_ROWS rows in its
+# workbook, and its manifest says the workbook is not complete
 MAX_ROWS = 1_048_575
 TIME_COLUMNS = ("local_time",)
 # the summary CSV's columns but settlement_date (the sheet is the day's)
