@@ -27,7 +27,8 @@ def accounting(cents: int) -> str:
 
 
 def decimal_series(cents: pd.Series) -> pd.Series:
-    """Integer cents (or their text) -> '1234.56' / '-0.05' strings, vectorised, no float on the way (the index is kept)."""
+    """Integer cents (or their text) -> '1234.56' / '-0.05' strings, vectorised, no float on the way
+    (the index is kept)."""
     import pandas as pd
     import pyarrow as pa
 

@@ -48,8 +48,8 @@ from worker.reports.businessday import BusinessDay, business_day
 from worker.reports.csv_cells import COLUMNS, csv_bytes, settlement_table, summary_frame, table_csv, workbook_rows
 from worker.reports.files import AtomicFile, commit_all, csv_rows_by_entry, file_names, manifest_bytes, manifest_name, \
     matches, paths
-from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
 from worker.reports.rows import day_rows
+from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
 from worker.reports.workbook import SettlementWorkbook
 from worker.sqlfiles import q
 
@@ -182,7 +182,8 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
                 with phase("format"):
                     cells = settlement_table(raw)
                     _accumulate(written, cells)
-                    adj = pc.filter(cells.column("business_date"), pc.equal(cells.column("record"), "prior_day_adjustment"))
+                    adjusting = pc.equal(cells.column("record"), "prior_day_adjustment")
+                    adj = pc.filter(cells.column("business_date"), adjusting)
                     n_adj += len(adj)
                     adjustment_dates.update(pc.unique(adj).to_pylist())
                 with phase("csv"):
