@@ -42,7 +42,8 @@ def open_pool(database_url: str, threads: int) -> psycopg_pool.ConnectionPool:
     return db.open_pool(database_url, name="worker", max_size=max(2, threads), timeout=POOL_TIMEOUT_S)
 
 
-def process_notify(pool: psycopg_pool.ConnectionPool, inbox_id: int, settings: Settings) -> None:
+def process_notify(pool: psycopg_pool.ConnectionPool, inbox_id: int, settings: Settings,
+                   finished: process.Finished | None = None) -> None:
     """Post one inbox row (and a batch of others waiting) to the ledger and mark each with its
     outcome (the actor's body).
 
@@ -51,15 +52,17 @@ def process_notify(pool: psycopg_pool.ConnectionPool, inbox_id: int, settings: S
     """
     try:
         with db.translated(), pool.connection() as conn:
-            handled = process.handle(conn, inbox_id, settings, batch_size=settings.batch_size)
+            handled = process.handle(conn, inbox_id, settings, batch_size=settings.batch_size, finished=finished)
     except PermanentError as exc:
         log.warning("worker.failed", inbox_id=inbox_id, reason=str(exc))
         raise
     except RetryableError as exc:
         log.warning("worker.retry", inbox_id=inbox_id, error=str(exc))
         raise
-    log.info("worker.processed", inbox_id=inbox_id, pay_order_id=handled.pay_order_id, outcome=handled.outcome,
-             reason=handled.reason, skipped=handled.skipped)
+    # a row another batch did was logged by that batch (batch_of): its own message says so at debug
+    (log.debug if handled.skipped else log.info)(
+        "worker.processed", inbox_id=inbox_id, pay_order_id=handled.pay_order_id, outcome=handled.outcome,
+        reason=handled.reason, skipped=handled.skipped)
 
 
 def record_dead_notify(pool: psycopg_pool.ConnectionPool, message: dict[str, Any], retry_info: dict[str, Any]) -> None:
@@ -81,8 +84,10 @@ def declare(broker: dramatiq.Broker, settings: Settings, pool: Pool) -> dramatiq
     on settings.queue_name; `pool()` gives the process's pool (opened on first use, after the
     fork). Returns the `process_notify` actor."""
 
+    finished = process.Finished()
+
     def process_notify_message(inbox_id: int) -> None:
-        process_notify(pool(), inbox_id, settings)
+        process_notify(pool(), inbox_id, settings, finished)
 
     def record_dead_notify_message(message: dict[str, Any], retry_info: dict[str, Any]) -> None:
         record_dead_notify(pool(), message, retry_info)

@@ -15,13 +15,16 @@ with one commit:
   retried; a deadlock PostgreSQL detects costs the batch too and is retried here first.
 
 A message whose row another batch has finished is acknowledged on one indexed read: done, it
-is skipped; failed, its reason is raised again (not processed again, not retried). A row held
+is skipped; failed, its reason is raised again (not processed again, not retried). A row a batch
+of this process finished is known without the read (`Finished`, after the batch's commit). A row held
 by a batch in flight is left to it: this message's batch takes other rows, then waits for that
 row and looks again. Batch size 1 is one notify per transaction.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import psycopg
@@ -69,6 +72,28 @@ class RowFailed(PermanentError):
         super().__init__(reason or "failed")
 
 
+class Finished:
+    """The rows this process's batches finished lately (committed), so that their own messages,
+    when they come, are acknowledged without a read. Bounded; shared by the process's threads."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._rows: OrderedDict[int, Handled | RowFailed] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, inbox_id: int, what: Handled | RowFailed) -> None:
+        """Remember a row committed done (its Handled, skipped) or failed (its error)."""
+        with self._lock:
+            self._rows[inbox_id] = what
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def take(self, inbox_id: int) -> Handled | RowFailed | None:
+        """The row's finish, forgotten once taken (its message comes once; a redelivery reads)."""
+        with self._lock:
+            return self._rows.pop(inbox_id, None)
+
+
 @dataclass
 class _Batch:
     """What one batch did: its message's own row (None when another batch held it), and the others."""
@@ -78,21 +103,24 @@ class _Batch:
 
 
 def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force: bool = False,
-           batch_size: int = 1) -> Handled:
+           batch_size: int = 1, finished: Finished | None = None) -> Handled:
     """Process one inbox row, with up to batch_size - 1 other rows waiting, and mark each with its outcome.
 
     A row already done is skipped unless force (replay: the row is processed whatever its state,
     alone, and the ledger posts nothing new for it). Raises InboxRowMissing, RowFailed or
     another PermanentError of the row (recorded on it) and RetryableError (every row of the batch
-    left as it was, to be retried or redriven). Returns the row's Handled.
+    left as it was, to be retried or redriven). Returns the row's Handled. finished: the rows
+    this process's batches finished (read first, and told what this batch finishes).
     """
     if not force:
-        finished = _finished(conn, inbox_id)
-        if finished is not None:
-            return finished
-        batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=False)
+        known = (finished.take(inbox_id) if finished else None) or _finished(conn, inbox_id)
+        if isinstance(known, RowFailed):
+            raise known
+        if known is not None:
+            return known
+        batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=False, finished=finished)
         if batch.own is None:  # a batch in flight holds the row: ours took others; now wait for it
-            batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=True)
+            batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=True, finished=finished)
     else:
         batch = _batch(conn, inbox_id, settings, 1, force=True, wait=True)
     if isinstance(batch.own, Exception):
@@ -116,14 +144,14 @@ def replay(conn: psycopg.Connection, inbox_ids: list[int], settings: Settings) -
     return results
 
 
-def _finished(conn: psycopg.Connection, inbox_id: int) -> Handled | None:
-    """The row's Handled when another batch finished it (done), None when it waits; raises
-    InboxRowMissing, and RowFailed for a row failed already."""
+def _finished(conn: psycopg.Connection, inbox_id: int) -> Handled | RowFailed | None:
+    """The row's Handled when another batch finished it (done), its RowFailed when failed already,
+    None when it waits; raises InboxRowMissing."""
     seen = inbox.glance(conn, inbox_id)
     if seen is None:
         raise InboxRowMissing(inbox_id)
     if seen.state == "failed":
-        raise RowFailed(inbox_id, seen.reason)
+        return RowFailed(inbox_id, seen.reason)
     if seen.state == "done":
         return Handled(inbox_id, seen.pay_order_id, seen.outcome, seen.reason, skipped=True)
     return None
@@ -135,7 +163,7 @@ def _lost_to_concurrency(exc: RetryableError) -> bool:
 
 
 def _batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, size: int, *, force: bool,
-           wait: bool) -> _Batch:
+           wait: bool, finished: Finished | None = None) -> _Batch:
     """One batch in one transaction, tried again after a deadlock; logs the rows besides the message's own."""
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
@@ -148,6 +176,11 @@ def _batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, size: in
             log.warning("worker.batch_retry", inbox_id=inbox_id, attempt=attempt, error=str(exc))
     for row, result in batch.others:
         _log_row(row, result, inbox_id)
+        if finished is not None and not isinstance(result, Exception):
+            finished.add(row.id, Handled(row.id, result.pay_order_id or row.pay_order_id, result.outcome.value,
+                                         result.reason, skipped=True))
+        elif finished is not None and isinstance(result, PermanentError):
+            finished.add(row.id, RowFailed(row.id, str(result)))
     return batch
 
 
