@@ -331,6 +331,10 @@ PLAIN: list[tuple[str, dict[str, Any], bool]] = [
     ("a pay stating another refundable", v3_pay("PP4", 800, refundable=500), False),
     ("a refund beyond what the refund before it left", v3_refund("RP2c", "PP2", 1), False),
     ("the first refund again", reordered(v3_refund("RP2a", "PP2", 300)), False),
+    ("a pending pay", v3_pay("PP5", 300, status=1), False),
+    ("a failed pay", v3_pay("PP6", 400, status=9), False),
+    ("a pending pay, its success below", v3_pay("PP7", 500, status=0), False),
+    ("the success of the pending pay", v3_pay("PP7", 500), False),
 ]
 WARM = v3_pay("PW0", 5000)  # posted before the batch, so the merchant's accounts are known
 
@@ -361,12 +365,14 @@ def test_plain_notifies_posted_as_a_set_get_exactly_what_they_get_alone(db_url, 
     for table in want:
         assert got[table] == want[table], table
     # the plain ones went as a set: PP1, RW1, PP2 and its two refunds that fit (not RP2c, beyond
-    # them), PP3 and its void, and STREAM's first PC1 (its duplicate, conflict and refunds come
-    # after it, one at a time); not PV1 (its USD accounts are new), PP4 (a mismatch to record), nor
-    # the rest of STREAM (a refund before its pay, a pending order, bad fields)
-    assert [(b["plain"], b["refused"]) for b in batches] == [(8, False)]
+    # them), PP3 and its void, PP5 and PP6 (recorded pending, failed), PP7's pending (its success
+    # comes after, alone), STREAM's first PC1 and PC5's pending (what follows each comes after,
+    # one at a time); not PV1 (its USD accounts are new), PP4 (a mismatch to record), nor the rest
+    # of STREAM (a refund before its pay, bad fields)
+    assert [(b["plain"], b["refused"]) for b in batches] == [(12, False)]
     outcome = {what: out for (what, _, _), (_, _, out, _, _) in zip(stream, got["inbox"][1:])}
-    assert [outcome[w] for w, _, _ in PLAIN] == ["posted"] * 8 + ["posted", "rejected", "duplicate"]
+    assert [outcome[w] for w, _, _ in PLAIN] == ["posted"] * 8 + ["posted", "rejected", "duplicate", "pending",
+                                                                   "failed", "pending", "posted"]
     assert ("PP2", 900, 900, 0) in got["balances"] and ("PP3", 700, 700, 0) in got["balances"]
     assert ("PW0", 5000, 200, 4800) in got["balances"]
     assert [k for oid, k, *_ in got["exceptions"] if oid == "PP4"] == ["refundable_mismatch"]

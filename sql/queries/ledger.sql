@@ -214,32 +214,32 @@ GROUP BY mch_id, currency
 -- name: post_plain_orders
 -- Many plain posts in one statement: each a new order the gateway calls a success (a pay, or a
 -- refund or void of a posted pay within its refundable), recorded posted, with its journal entry
--- and two legs. The rows are those insert_order + insert_entry write one at a time, the entries
--- numbered in the batch's order. The triggers of sql/001_ledger.sql check every row (the balance at
+-- and two legs; or a new pay it calls pending or failed, recorded so. The rows are those
+-- insert_order + insert_entry write one at a time, the entries numbered in the batch's order. The triggers of sql/001_ledger.sql check every row (the balance at
 -- the end of this statement, see check_balance_at_each_statement); any refusal fails the whole
 -- statement and the batch posts these notifies one at a time instead.
 WITH d AS (
     SELECT *
     FROM unnest(%(pay_order_id)s::text[], %(mch_id)s::text[], %(mch_order_no)s::text[], %(pay_type)s::text[],
                 %(original_order_id)s::text[], %(currency)s::text[], %(amount)s::bigint[], %(status)s::int[],
-                %(gateway_refundable)s::bigint[], %(fingerprint)s::text[], %(channel)s::text[],
+                %(state)s::text[], %(gateway_refundable)s::bigint[], %(fingerprint)s::text[], %(channel)s::text[],
                 %(card_type)s::text[], %(card_num)s::text[], %(auth_num)s::text[], %(trans_num)s::text[],
                 %(invoice_num)s::text[], %(pay_succ_time)s::timestamptz[], %(fields)s::jsonb[])
          WITH ORDINALITY AS d (pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount,
-                               status, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
+                               status, state, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
                                trans_num, invoice_num, pay_succ_time, fields, n)
 ), o AS (
     INSERT INTO orders (pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status,
                         state, reason, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
                         trans_num, invoice_num, pay_succ_time, source, fields, posted_at)
     SELECT pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status,
-           'posted', NULL, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
-           trans_num, invoice_num, pay_succ_time, %(source)s, fields, now()
+           state, NULL, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
+           trans_num, invoice_num, pay_succ_time, %(source)s, fields, CASE WHEN state = 'posted' THEN now() END
     FROM d ORDER BY n
 ), e AS (
     INSERT INTO journal_entries (pay_order_id, kind, original_order_id, mch_id, currency, amount, occurred_at, memo)
     SELECT pay_order_id, pay_type, original_order_id, mch_id, currency, amount, coalesce(pay_succ_time, now()), NULL
-    FROM d ORDER BY n
+    FROM d WHERE state = 'posted' ORDER BY n
     RETURNING id, kind, mch_id, currency, amount
 )
 INSERT INTO postings (entry_id, account_id, mch_id, currency, amount)

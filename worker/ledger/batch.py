@@ -6,14 +6,15 @@ notifies (below) in one statement a round, then each other notify in its own sav
 
 Most notifies of a backlog need no decision at all.
 
-A notify is plain when posting it alone would do nothing but insert its order, recorded posted,
-and its entry: a new order id the gateway calls a success, not touched by any other notify of
-the batch, and
+A notify is plain when posting it alone would do nothing but insert its order, recorded posted
+with its entry, or recorded pending or failed: a new order id, and
 
-    a pay               with no refund parked on it and a stated refundable equal to its amount
-                        (or none);
-    a refund or void    of a posted pay of the same merchant and currency, within its refundable
-                        (a void: the whole pay, nothing refunded), stating no refundable (or 0).
+    a pay the gateway calls a success, with no refund parked on it and a stated refundable equal
+                        to its amount (or none);
+    a refund or void    the gateway calls a success, of a posted pay of the same merchant and
+                        currency, within its refundable (a void: the whole pay, nothing
+                        refunded), stating no refundable (or 0);
+    a pay the gateway calls pending or failed (the sweep's answers, mostly).
 
 Everything else (a duplicate, a status change, a conflict, a refund before its pay, a mismatch
 to record, a merchant's first post) takes the one-at-a-time path of worker/ledger/posting.py in
@@ -39,14 +40,14 @@ from worker.iotpay.notify import Notify
 from worker.iotpay.status import PayStatus, classify
 from worker.ledger.outcome import Outcome, PostResult
 from worker.ledger.posting import (ACCOUNT_KINDS, begin_batch, fingerprint, known_accounts, lock_keys, lockable, log_post,
-                                   order_params, post_in_batch)
+                                   not_final, order_params, post_in_batch)
 from worker.sqlfiles import q
 
 log = logs.get("worker.ledger")
 
 # the columns of post_plain_orders, from _order_params
 _COLUMNS = ("pay_order_id", "mch_id", "mch_order_no", "pay_type", "original_order_id", "currency", "amount", "status",
-            "gateway_refundable", "fingerprint", "channel", "card_type", "card_num", "auth_num", "trans_num",
+            "state", "gateway_refundable", "fingerprint", "channel", "card_type", "card_num", "auth_num", "trans_num",
             "invoice_num", "pay_succ_time", "fields")
 
 
@@ -124,9 +125,11 @@ def plain(conn: psycopg.Connection, notifies: Sequence[Notify]) -> list[int | No
         if any(n.pay_order_id in exists or (n.mch_id, n.currency) not in known for n in tree):
             continue
         first = tree[0]
-        if not _candidate(first):
+        if _not_final_pay(first):
+            fit = 1  # recorded pending or failed; what follows it in the tree is decided alone
+        elif not _candidate(first):
             continue
-        if first.is_refund:
+        elif first.is_refund:
             fit = _refunds_fitting(tree, balances.get(root))
         else:
             fit = 1 + _refunds_fitting(tree[1:], (first.mch_id, first.currency, first.amount, 0))
@@ -142,6 +145,12 @@ def _candidate(n: Notify) -> bool:
     if n.is_refund:
         return n.refundable in (None, 0)
     return n.refundable is None or n.refundable == n.amount
+
+
+def _not_final_pay(n: Notify) -> bool:
+    """A pay the gateway calls pending or failed: a new one only records its order."""
+    return not n.is_refund and classify(n.status) in (PayStatus.PENDING, PayStatus.FAILED) \
+        and all(lockable(k) for k in lock_keys(n))
 
 
 def _refunds_fitting(refunds: Sequence[Notify], balance: tuple | None) -> int:
@@ -181,15 +190,22 @@ def post_plain(conn: psycopg.Connection, notifies: Sequence[Notify], rounds: Seq
                     this = [n for n, nr in zip(notifies, rounds) if nr == r]
                     columns: dict[str, list] = {c: [] for c in _COLUMNS}
                     for n in this:
-                        params = order_params(n, fingerprint(n), "posted", None, source)
+                        params = order_params(n, fingerprint(n), _state(n), None, source)
                         for c in _COLUMNS:
                             columns[c].append(params[c])
                     cur.execute(q("post_plain_orders"), {**columns, "source": source})
-                    if len(cur.fetchall()) != 2 * len(this):  # an account missing: refuse the set
+                    posts = sum(_state(n) == "posted" for n in this)
+                    if len(cur.fetchall()) != 2 * posts:  # an account missing: refuse the set
                         raise _Refused
         except (_Refused, *db.REFUSALS):
             return None
-    return [PostResult(Outcome.POSTED, n.pay_order_id) for n in notifies]
+    return [PostResult(Outcome.POSTED, n.pay_order_id) if _state(n) == "posted" else not_final(n) for n in notifies]
+
+
+def _state(n: Notify) -> str:
+    """The state a plain notify's order is recorded in."""
+    return "posted" if classify(n.status) is PayStatus.SUCCESS else "failed" if classify(
+        n.status) is PayStatus.FAILED else "pending"
 
 
 class _Refused(Exception):

@@ -291,6 +291,12 @@ def _record_non_success(cur: psycopg.Cursor, n: Notify, state: str) -> PostResul
         _exception(cur, n.pay_order_id, "unknown_status", f"status {n.status} is not documented; kept, not final",
                    {"status": n.status}, f"unknown_status:{n.pay_order_id}:{n.status}")
         return PostResult(Outcome.UNKNOWN_STATUS, n.pay_order_id, f"undocumented status {n.status}")
+    return not_final(n)
+
+
+def not_final(n: Notify) -> PostResult:
+    """The result of a pending or failed notify that changes nothing but its order's row."""
+    state = _state_for(n.status)
     if state == "failed":
         return PostResult(Outcome.FAILED, n.pay_order_id, f"status {n.status}: failed at the gateway")
     return PostResult(Outcome.PENDING, n.pay_order_id, f"status {n.status}: not paid yet")
