@@ -182,7 +182,7 @@ def test_a_message_whose_row_another_batch_did_reads_once_and_posts_nothing(db_u
         assert (handled.skipped, handled.outcome, handled.pay_order_id) == (True, "posted", "PC2")
         assert str(failed.value).startswith("currency:")  # the row's own reason, as its batch recorded it
         # one indexed read each, nothing else: no transaction, no lock, no posting, no write
-        assert sent == [q("inbox_state").encode()] * 2
+        assert sent == [q("inbox_states").encode()] * 2
         assert not any(e["event"] == "ledger.post" for e in logs)
         assert snapshot(conn) == before
         assert conn.execute("SELECT id, updated_at FROM inbox ORDER BY id").fetchall() == rows_before
@@ -318,7 +318,7 @@ def test_concurrent_batches_over_the_same_orders_post_each_once(db_url):
         assert run_checks(conn).ok
 
 
-# plain notifies (worker/ledger/set_posting.py) around the stream: posted as a set, one statement a round
+# plain notifies (worker/ledger/batch.py) around the stream: posted as a set, one statement a round
 PLAIN: list[tuple[str, dict[str, Any], bool]] = [
     ("plain pay", v3_pay("PP1", 1000), False),
     ("plain pay, refunded twice below", v3_pay("PP2", 900), False),

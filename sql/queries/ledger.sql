@@ -191,7 +191,7 @@ SELECT count(pg_advisory_xact_lock(hashtextextended(k, %(seed)s))) FROM unnest(%
 SET CONSTRAINTS entry_balanced, posting_balanced IMMEDIATE
 
 -- name: batch_known_orders
--- What a batch must know before it posts its plain notifies as a set (worker/ledger/set_posting.py),
+-- What a batch must know before it posts its plain notifies as a set (worker/ledger/batch.py),
 -- read under the batch's advisory locks: which of its order ids exist, which of its pays have
 -- parked refunds, the balance of each pay its refunds draw on, and which merchants' accounts
 -- (those not known to the connection yet) were committed before this transaction began.

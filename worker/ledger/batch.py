@@ -103,7 +103,8 @@ def plain(conn: psycopg.Connection, notifies: Sequence[Notify]) -> list[int | No
     for i, n in enumerate(notifies):
         trees[n.original_order_id if n.is_refund else n.pay_order_id].append(i)
     trees = {root: members for root, members in trees.items()
-             if set().union(*(users[k] for i in members for k in lock_keys(notifies[i]))) == set(members)}
+             if all(lockable(k) for i in members for k in lock_keys(notifies[i]))  # else refused alone
+             and set().union(*(users[k] for i in members for k in lock_keys(notifies[i]))) == set(members)}
     if not trees:
         return rounds
     members = [i for m in trees.values() for i in m]
