@@ -123,12 +123,12 @@ def plain(conn: psycopg.Connection, notifies: Sequence[Notify]) -> list[int | No
     known.update((r[2], r[3]) for r in rows if r[0] == "accounts" and r[4] == len(ACCOUNT_KINDS))
     for root, m in trees.items():
         tree = [notifies[i] for i in m]
-        if any(n.pay_order_id in exists or (n.mch_id, n.currency) not in known for n in tree):
+        if any(n.pay_order_id in exists for n in tree):
             continue
         first = tree[0]
         if _not_final_pay(first):
-            fit = 1  # recorded pending or failed; what follows it in the tree is decided alone
-        elif not _candidate(first):
+            fit = 1  # recorded pending or failed (no entry, no account); what follows it is decided alone
+        elif not _candidate(first) or any((n.mch_id, n.currency) not in known for n in tree):
             continue
         elif first.is_refund:
             fit = _refunds_fitting(tree, balances.get(root))
