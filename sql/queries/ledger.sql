@@ -170,6 +170,21 @@ WHERE e.occurred_at >= coalesce(%(start)s::timestamptz, '-infinity')
   AND e.occurred_at < coalesce(%(end)s::timestamptz, 'infinity')
 GROUP BY e.mch_id, e.currency ORDER BY e.mch_id, e.currency
 
+-- name: totals_by_merchant_day
+-- The same totals per business day (the entry's date in the settlement zone %(tz)s), merchant and
+-- currency, over the entries dated in [start, end): `check --date D` and the console's overview
+-- both read a day's totals here (worker/ledger/checks.py merchant_day_totals).
+SELECT (e.occurred_at AT TIME ZONE %(tz)s)::date AS business_date, e.mch_id, e.currency::text AS currency,
+       coalesce(sum(e.amount) FILTER (WHERE e.kind = 'pay'), 0)
+         - coalesce(sum(e.amount) FILTER (WHERE r.kind = 'pay'), 0) AS paid,
+       coalesce(sum(e.amount) FILTER (WHERE e.kind IN ('refund', 'void')), 0)
+         - coalesce(sum(e.amount) FILTER (WHERE r.kind IN ('refund', 'void')), 0) AS refunded,
+       count(*) FILTER (WHERE e.kind = 'pay') - count(*) FILTER (WHERE r.kind = 'pay') AS pays,
+       count(*) FILTER (WHERE e.kind IN ('refund', 'void')) - count(*) FILTER (WHERE r.kind IN ('refund', 'void')) AS refunds
+FROM journal_entries e LEFT JOIN journal_entries r ON r.id = e.reverses_entry_id
+WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+
 -- name: clearing_by_currency
 SELECT a.currency, coalesce(sum(p.amount), 0) AS clearing
 FROM accounts a LEFT JOIN postings p ON p.account_id = a.id
