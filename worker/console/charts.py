@@ -13,7 +13,7 @@ from typing import Any
 from worker import money
 
 WIDTH, HEIGHT = 720, 220
-LEFT, RIGHT, TOP, BOTTOM = 84, 12, 12, 28
+LEFT, RIGHT, TOP, BOTTOM = 84, 28, 12, 28
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
 
 
