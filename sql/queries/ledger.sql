@@ -173,17 +173,25 @@ GROUP BY e.mch_id, e.currency ORDER BY e.mch_id, e.currency
 -- name: totals_by_merchant_day
 -- The same totals per business day (the entry's date in the settlement zone %(tz)s), merchant and
 -- currency, over the entries dated in [start, end): `check --date D` and the console's overview
--- both read a day's totals here (worker/ledger/checks.py merchant_day_totals).
-SELECT (e.occurred_at AT TIME ZONE %(tz)s)::date AS business_date, e.mch_id, e.currency::text AS currency,
-       coalesce(sum(e.amount) FILTER (WHERE e.kind = 'pay'), 0)
-         - coalesce(sum(e.amount) FILTER (WHERE r.kind = 'pay'), 0) AS paid,
-       coalesce(sum(e.amount) FILTER (WHERE e.kind IN ('refund', 'void')), 0)
-         - coalesce(sum(e.amount) FILTER (WHERE r.kind IN ('refund', 'void')), 0) AS refunded,
-       count(*) FILTER (WHERE e.kind = 'pay') - count(*) FILTER (WHERE r.kind = 'pay') AS pays,
-       count(*) FILTER (WHERE e.kind IN ('refund', 'void')) - count(*) FILTER (WHERE r.kind IN ('refund', 'void')) AS refunds
-FROM journal_entries e LEFT JOIN journal_entries r ON r.id = e.reverses_entry_id
-WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s
-GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+-- both read a day's totals here (worker/ledger/checks.py merchant_day_totals). A reversal is
+-- rare: the entry it reverses is looked up for reversals only (a join would hash the journal).
+WITH e AS (
+    SELECT (j.occurred_at AT TIME ZONE %(tz)s)::date AS business_date, j.mch_id COLLATE "C" AS mch_id,
+           j.currency::text COLLATE "C" AS currency, j.kind, j.amount,
+           CASE WHEN j.kind = 'reversal'
+                THEN (SELECT r.kind FROM journal_entries r WHERE r.id = j.reverses_entry_id) END AS reversed
+    FROM journal_entries j
+    WHERE j.occurred_at >= %(start)s AND j.occurred_at < %(end)s
+)
+SELECT business_date, mch_id, currency,
+       coalesce(sum(amount) FILTER (WHERE kind = 'pay'), 0)
+         - coalesce(sum(amount) FILTER (WHERE reversed = 'pay'), 0) AS paid,
+       coalesce(sum(amount) FILTER (WHERE kind IN ('refund', 'void')), 0)
+         - coalesce(sum(amount) FILTER (WHERE reversed IN ('refund', 'void')), 0) AS refunded,
+       count(*) FILTER (WHERE kind = 'pay') - count(*) FILTER (WHERE reversed = 'pay') AS pays,
+       count(*) FILTER (WHERE kind IN ('refund', 'void')) - count(*) FILTER (WHERE reversed IN ('refund', 'void')) AS refunds
+FROM e
+GROUP BY business_date, mch_id, currency ORDER BY business_date, mch_id, currency
 
 -- name: clearing_by_currency
 SELECT a.currency, coalesce(sum(p.amount), 0) AS clearing
