@@ -240,3 +240,24 @@ def test_an_order_lookup_shows_the_masked_card_and_never_the_key(page, server: S
     assert "PC-M2" in page.content() and "PC-NOTIFIED" in page.content()
     shot(page, "10-lookup")
 
+
+
+def test_behind_a_proxy_saying_https_the_cookie_is_secure(server: Server) -> None:
+    """gunicorn believes X-Forwarded-Proto from FORWARDED_ALLOW_IPS (127.0.0.1 here): the request is
+    https, so the session cookie is Secure (and the CSRF check wants an https Referer of this host)."""
+    https = {"X-Forwarded-Proto": "https"}
+    with httpx.Client(base_url=server.url, headers=https) as client:
+        page = client.get("/signin").text
+        token = page.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+        host = server.url.split("://", 1)[1]
+        r = client.post("/signin", data={"name": "viewer", "password": PASSWORD, "csrf_token": token},
+                        headers={"Referer": f"https://{host}/signin"})
+        assert r.status_code == 302, r.text[:300]
+        cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("iotledger_console="))
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    with httpx.Client(base_url=server.url) as plain:  # the same sign-in over plain http: not Secure
+        page = plain.get("/signin").text
+        token = page.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+        r = plain.post("/signin", data={"name": "viewer", "password": PASSWORD, "csrf_token": token})
+        cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("iotledger_console="))
+        assert r.status_code == 302 and "Secure" not in cookie

@@ -55,3 +55,32 @@ def test_a_days_totals_equal_the_ledger_totals_of_its_window_with_reversals(conn
     chart = views.overview(conn, TORONTO, now=datetime(2026, 11, 22, 12, tzinfo=timezone.utc))["chart"]
     cad = next(s for s in chart["series"] if s["currency"] == "CAD")
     assert {p["date"]: p["net_cents"] for p in cad["points"]}["2026-11-20"] == 12500 - 3000
+
+
+def test_kept_day_totals_are_used_while_the_day_holds_the_same_entries_and_recomputed_after_a_late_one(
+        conn: psycopg.Connection) -> None:
+    post(conn, "PC-1", 10000, at("2026-11-20 10:00:00"))
+    post(conn, "PC-2", 500, at("2026-11-19 10:00:00"))
+    conn.commit()
+    now = datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
+
+    def net_of(day: str) -> int:
+        chart = views.overview(conn, TORONTO, now=now)["chart"]
+        return {p["date"]: p["net_cents"] for p in chart["series"][0]["points"]}[day]
+
+    assert net_of("2026-11-20") == 10000
+    kept = conn.execute("SELECT business_date, entries FROM day_totals_cache WHERE entries > 0 "
+                        "ORDER BY business_date").fetchall()
+    assert kept == [(date(2026, 11, 19), 1), (date(2026, 11, 20), 1)]
+    assert conn.execute("SELECT count(*) FROM day_totals_cache").fetchone()[0] == 30
+    # the kept figures are what is shown while the count holds (here altered by hand to prove it)
+    conn.execute("UPDATE day_totals_cache SET totals = jsonb_set(totals, '{0,net}', '1') "
+                 "WHERE business_date = '2026-11-20'")
+    conn.commit()
+    assert net_of("2026-11-20") == 1
+    # a late notify dated that day changes the count: the day is computed again from the ledger
+    post(conn, "PC-LATE", 700, at("2026-11-20 23:00:00"))
+    conn.commit()
+    assert net_of("2026-11-20") == 10700
+    assert conn.execute("SELECT entries FROM day_totals_cache WHERE business_date = '2026-11-20'").fetchone() == (2,)
+    assert net_of("2026-11-19") == 500

@@ -195,3 +195,22 @@ WHERE m.pay_order_id = ANY(%(ids)s::text[])
    OR (m.mch_id = %(mch_id)s AND m.mch_order_no = %(mch_order_no)s AND m.pay_order_id IS NULL)
 ORDER BY r.business_date, m.run_id, m.class
 LIMIT 500;
+
+-- ---------------------------------------------------------------- day totals, kept (sql/023)
+
+-- name: views_day_entry_counts
+-- How many journal entries each day's window holds (an index-only count per day).
+SELECT d.day, (SELECT count(*) FROM journal_entries j WHERE j.occurred_at >= d.starts AND j.occurred_at < d.ends)
+       AS entries
+FROM unnest(%(days)s::date[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS d (day, starts, ends);
+
+-- name: views_day_totals_kept
+SELECT business_date, entries, totals FROM day_totals_cache
+WHERE tz = %(tz)s AND business_date = ANY(%(days)s::date[]);
+
+-- name: views_day_totals_keep
+INSERT INTO day_totals_cache (tz, business_date, entries, totals)
+SELECT %(tz)s, d.day, d.entries, d.totals
+FROM unnest(%(days)s::date[], %(entries)s::bigint[], %(totals)s::jsonb[]) AS d (day, entries, totals)
+ON CONFLICT (tz, business_date) DO UPDATE
+SET entries = EXCLUDED.entries, totals = EXCLUDED.totals, computed_at = clock_timestamp();

@@ -75,9 +75,11 @@ def overview(conn: psycopg.Connection, tz: ZoneInfo, now: datetime | None = None
     first = last - timedelta(days=chart_days - 1)
     with _reading(conn) as cur:
         close = _close_status(cur, last)
-        totals = merchant_day_totals(cur, tz.key, business_day(first, tz).start, business_day(last, tz).end)
+        totals, fresh = _day_totals(cur, tz, first, last)
         verify = cur.execute(q("views_last_verify")).fetchone()
         mismatches = cur.execute(q("views_open_mismatches_by_class_age"), {"today": now.astimezone(tz).date()}).fetchall()
+    if fresh:
+        _keep_day_totals(conn, tz, fresh)
     series: dict[tuple[str, str], dict[str, Any]] = {}
     for t in totals:
         s = series.setdefault((t["mch_id"], t["currency"]), {"mch_id": t["mch_id"], "currency": t["currency"],
@@ -92,7 +94,7 @@ def overview(conn: psycopg.Connection, tz: ZoneInfo, now: datetime | None = None
     last_day_totals = [{"mch_id": t["mch_id"], "currency": t["currency"], **money.fields("paid", t["paid"]),
                         **money.fields("refunded", t["refunded"]), **money.fields("net", t["net"]),
                         "pay_count": t["pay_count"], "refund_count": t["refund_count"]}
-                       for t in totals if t["business_date"] == last]
+                       for t in totals if str(t["business_date"]) == str(last)]
     return {
         "now": now.isoformat(),
         "timezone": tz.key,
@@ -103,6 +105,39 @@ def overview(conn: psycopg.Connection, tz: ZoneInfo, now: datetime | None = None
         "chart": {"first_day": str(first), "last_day": str(last), "days": dates, "series": chart},
         "open_mismatches": _mismatch_table(mismatches),
     }
+
+
+def _day_totals(cur: psycopg.Cursor, tz: ZoneInfo, first: date, last: date
+                ) -> tuple[list[dict[str, Any]], dict[date, tuple[int, list[dict[str, Any]]]]]:
+    """Each closed day's totals per merchant and currency (merchant_day_totals, the query of `check
+    --date`), taken from day_totals_cache where the day's window still holds the number of entries
+    they were computed from (the journal is append-only: the same count is the same entries), and
+    computed again in this snapshot for the other days. Returns the totals and the days computed
+    (with their counts) to keep."""
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    windows = [business_day(d, tz) for d in days]
+    counts = {r["day"]: int(r["entries"]) for r in cur.execute(q("views_day_entry_counts"), {
+        "days": days, "starts": [w.start for w in windows], "ends": [w.end for w in windows]}).fetchall()}
+    kept = {r["business_date"]: r for r in cur.execute(q("views_day_totals_kept"), {"tz": tz.key, "days": days})}
+    out: list[dict[str, Any]] = []
+    fresh: dict[date, tuple[int, list[dict[str, Any]]]] = {}
+    for d, w in zip(days, windows):
+        k = kept.get(d)
+        if k is not None and int(k["entries"]) == counts[d]:
+            out += [{**t, "business_date": d} for t in k["totals"]]
+            continue
+        rows = [{**t, "business_date": d} for t in merchant_day_totals(cur, tz.key, w.start, w.end)] if counts[d] else []
+        fresh[d] = (counts[d], [{k2: v for k2, v in t.items() if k2 != "business_date"} for t in rows])
+        out += rows
+    return out, fresh
+
+
+def _keep_day_totals(conn: psycopg.Connection, tz: ZoneInfo, fresh: dict[date, tuple[int, list[dict[str, Any]]]]) -> None:
+    """Keep the days just computed (with the counts of their snapshot) for the next view."""
+    days = sorted(fresh)
+    with conn.transaction():
+        conn.execute(q("views_day_totals_keep"), {"tz": tz.key, "days": days, "entries": [fresh[d][0] for d in days],
+                                                  "totals": [Jsonb(fresh[d][1]) for d in days]})
 
 
 def _close_status(cur: psycopg.Cursor, day: date) -> dict[str, Any]:

@@ -76,6 +76,7 @@ def _next_page(target: str | None) -> str:
 
 @bp.route("/signin", methods=["GET", "POST"])
 def signin() -> Any:
+    """The sign-in form; a wrong password is 401, a throttled attempt 429 with Retry-After."""
     if g.user is not None and request.method == "GET":
         return redirect(url_for("overview.index"))
     form = SignInForm()
@@ -113,6 +114,7 @@ def signin() -> Any:
 
 @bp.route("/signout", methods=["POST"])
 def signout() -> Any:
+    """End the session in PostgreSQL and clear the cookie (a POST with its CSRF token)."""
     if SignOutForm().validate_on_submit():
         sid = session.get("sid")
         if isinstance(sid, str) and sid:

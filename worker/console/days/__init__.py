@@ -29,6 +29,7 @@ def _date(text: str | None, field: str) -> date | None:
 
 @bp.route("")
 def index() -> Any:
+    """Closed days, newest first, a page at a time (?before=D). 400 for a bad date."""
     before = _date(request.args.get("before"), "before")
     with connection() as conn:
         data = views.days(conn, before)
@@ -37,6 +38,7 @@ def index() -> Any:
 
 @bp.route("/<day>")
 def detail(day: str) -> Any:
+    """One day's files, manifests, versions and verify status. 404 for a day never recorded."""
     try:
         when = date.fromisoformat(day)
     except ValueError:
@@ -50,6 +52,7 @@ def detail(day: str) -> Any:
 
 @bp.route("/<day>/files/<name>")
 def download(day: str, name: str) -> Any:
+    """One file of the day, by a name its recorded manifests give. 404 for any other name."""
     try:
         when = date.fromisoformat(day)
     except ValueError:

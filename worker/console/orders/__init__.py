@@ -26,6 +26,7 @@ def _text(name: str) -> str | None:
 
 @bp.route("")
 def lookup() -> Any:
+    """Look an id up; one order found is shown at once. 400 for an id over MAX_ID_CHARS."""
     text, mch_id = _text("q"), _text("mch_id")
     found = None
     if text:
@@ -38,6 +39,7 @@ def lookup() -> Any:
 
 @bp.route("/<path:pay_order_id>")
 def detail(pay_order_id: str) -> Any:
+    """One order's evidence chain. 404 when neither the ledger nor the inbox knows it."""
     if len(pay_order_id) > MAX_ID_CHARS:
         abort(404)
     with connection() as conn:

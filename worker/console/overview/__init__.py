@@ -28,6 +28,7 @@ class VerifyForm(FlaskForm):
 
 @bp.route("/")
 def index() -> Any:
+    """The overview page. Raises RetryableError when PostgreSQL is unavailable (a 503 page)."""
     c = console()
     with connection() as conn:
         data = views.overview(conn, c.settings.settlement_tz)
@@ -37,6 +38,7 @@ def index() -> Any:
 @bp.route("/verify", methods=["POST"])
 @resolver_required
 def verify() -> Any:
+    """Run `files verify` now and keep its report (a resolver's action; 403 for a viewer)."""
     from worker.reports.verify import verify_files
 
     c = console()
