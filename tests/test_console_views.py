@@ -9,7 +9,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from tests.test_reconcile_seed import TORONTO, at, post
+from tests.factories import MERCHANTS
 from worker.ledger.checks import merchant_day_totals
+from worker.ledger.views import order_view
 from worker.reports import views
 from worker.reports.businessday import business_day
 from worker.sqlfiles import q
@@ -55,6 +57,12 @@ def test_a_days_totals_equal_the_ledger_totals_of_its_window_with_reversals(conn
     chart = views.overview(conn, TORONTO, now=datetime(2026, 11, 22, 12, tzinfo=timezone.utc))["chart"]
     cad = next(s for s in chart["series"] if s["currency"] == "CAD")
     assert {p["date"]: p["net_cents"] for p in cad["points"]}["2026-11-20"] == 12500 - 3000
+    # an order's entries include its reversal (found by the entry it reverses, not by a scan)
+    assert [e["kind"] for e in order_view(conn, "RP-2")["entries"]] == ["refund", "reversal"]
+    chain = views.order_evidence(conn, "PC-1", MERCHANTS)
+    assert sorted((e["pay_order_id"], e["kind"]) for e in chain["ledger_entries"]) == \
+        [("PC-1", "pay"), ("RP-1", "refund"), ("RP-2", "refund"), ("RP-2", "reversal")]
+    assert chain["refundable_cents"] == 10000 - 3000
 
 
 def test_kept_day_totals_are_used_while_the_day_holds_the_same_entries_and_recomputed_after_a_late_one(

@@ -108,7 +108,12 @@ ORDER BY coalesce(pay_succ_time, first_seen_at), pay_order_id
 SELECT e.id, e.kind, e.pay_order_id, e.original_order_id, e.amount, e.currency, e.occurred_at, e.posted_at,
        a.kind AS account, p.amount AS leg
 FROM journal_entries e JOIN postings p ON p.entry_id = e.id JOIN accounts a ON a.id = p.account_id
-WHERE e.pay_order_id = %(pay_order_id)s
+-- by the index of one entry per order id; a reversal carries the id of the order it reverses
+-- (reversal_mirrors), so it is found by the entry it reverses: no scan of the journal
+WHERE e.id IN (SELECT o.id FROM journal_entries o WHERE o.pay_order_id = %(pay_order_id)s AND o.kind <> 'reversal'
+               UNION ALL
+               SELECT r.id FROM journal_entries o JOIN journal_entries r ON r.reverses_entry_id = o.id
+               WHERE o.pay_order_id = %(pay_order_id)s AND o.kind <> 'reversal')
 ORDER BY e.id, p.amount DESC, a.kind
 
 -- name: order_inbox_rows
