@@ -247,11 +247,15 @@ def test_behind_a_proxy_saying_https_the_cookie_is_secure(server: Server) -> Non
     https, so the session cookie is Secure (and the CSRF check wants an https Referer of this host)."""
     https = {"X-Forwarded-Proto": "https"}
     with httpx.Client(base_url=server.url, headers=https) as client:
-        page = client.get("/signin").text
-        token = page.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+        first = client.get("/signin")
+        token = first.text.split('name="csrf_token" type="hidden" value="', 1)[1].split('"', 1)[0]
+        # the cookie is Secure already: a browser sends it over https to the proxy; httpx, speaking http
+        # to the console here, would not, so it is handed on by hand
+        jar = first.headers["set-cookie"].split(";", 1)[0]
+        assert "Secure" in first.headers["set-cookie"]
         host = server.url.split("://", 1)[1]
         r = client.post("/signin", data={"name": "viewer", "password": PASSWORD, "csrf_token": token},
-                        headers={"Referer": f"https://{host}/signin"})
+                        headers={"Referer": f"https://{host}/signin", "Cookie": jar})
         assert r.status_code == 302, r.text[:300]
         cookie = next(h for h in r.headers.get_list("set-cookie") if h.startswith("iotledger_console="))
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie

@@ -42,6 +42,8 @@ class SignOutForm(FlaskForm):
 def load_user() -> Any:
     """Before each request: the session's user in g.user, or a redirect to /signin."""
     g.user = None
+    if request.endpoint == "static":  # the stylesheet is the same for everyone: no session read
+        return None
     sid = session.get("sid")
     if isinstance(sid, str) and sid:
         with connection() as conn:
