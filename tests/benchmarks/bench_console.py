@@ -189,6 +189,14 @@ def fill(url: str, orders: int, days: int, mismatches: int) -> dict[str, object]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     print(f"  filled in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return facts(orders, days)
+
+
+def facts(orders: int, days: int) -> dict[str, object]:
+    """What the pages are asked about in a data set filled with these numbers."""
+    last = datetime.now(timezone.utc).astimezone(TZ).date() - timedelta(days=1)
+    first = last - timedelta(days=days - 1)
+    refunds = orders // 10
     looked_up = ((refunds - 1) // 10) * 10 + 1  # a pay with a notify in the inbox and a refund
     return {"last": str(last), "middle_day": str(first + timedelta(days=days // 2)),
             "order": f"PC{looked_up:010d}", "mch_order_no": f"MO{looked_up:010d}"}
@@ -245,20 +253,26 @@ def main() -> None:
     ap.add_argument("--mismatches", type=int, default=10_000)
     ap.add_argument("--requests", type=int, default=40, help="requests per page")
     ap.add_argument("--keep", action="store_true", help="keep the database")
+    ap.add_argument("--reuse", metavar="DATABASE", help="measure a database kept by an earlier --keep run with the "
+                    "same --orders and --days (filled the same day), without filling again")
     args = ap.parse_args()
     from worker.migrations import migrate
 
-    name = f"iotledger_bench_console_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(SERVER, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = args.reuse or f"iotledger_bench_console_{uuid.uuid4().hex[:8]}"
+    if not args.reuse:
+        with psycopg.connect(SERVER, autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = _db(name)
     tmp = Path(tempfile.mkdtemp(prefix="bench_console_"))
     procs: list[subprocess.Popen] = []
     try:
         migrate(url)
-        print(f"filling {args.orders:,} orders over {args.days} days, {args.mismatches:,} open mismatches ...",
-              file=sys.stderr)
-        facts = fill(url, args.orders, args.days, args.mismatches)
+        if args.reuse:
+            found = facts(args.orders, args.days)
+        else:
+            print(f"filling {args.orders:,} orders over {args.days} days, {args.mismatches:,} open mismatches ...",
+                  file=sys.stderr)
+            found = fill(url, args.orders, args.days, args.mismatches)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTPAY_", "IOTLEDGER_"))}
         port, bare_port = _free_port(), _free_port()
         env.update(DATABASE_URL=url, IOTPAY_MERCHANTS=MERCHANTS, IOTLEDGER_DATA_DIR=str(tmp / "data"),
@@ -276,9 +290,9 @@ def main() -> None:
             r = client.post("/signin", data={"name": "bench", "password": PASSWORD, "csrf_token": token})
             assert r.status_code == 302, r.text[:500]
             pages = [("sign-in page (no session)", "/signin"), ("overview", "/"), ("days", "/days"),
-                     ("days, an older page", f"/days?before={facts['middle_day']}"),
-                     ("one day", f"/days/{facts['last']}"), ("order lookup by mchOrderNo", f"/orders?q={facts['mch_order_no']}&mch_id=10000701"),
-                     ("order evidence", f"/orders/{facts['order']}")]
+                     ("days, an older page", f"/days?before={found['middle_day']}"),
+                     ("one day", f"/days/{found['last']}"), ("order lookup by mchOrderNo", f"/orders?q={found['mch_order_no']}&mch_id=10000701"),
+                     ("order evidence", f"/orders/{found['order']}")]
             c50, c95, _ = measure(ceiling, "/", args.requests)
             print(f"\nconsole pages at {args.orders:,} orders ({args.days} days), {args.mismatches:,} open mismatches; "
                   f"{args.requests} requests each, one at a time, 2 gunicorn processes")
@@ -299,7 +313,7 @@ def main() -> None:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-        if not args.keep:
+        if not args.keep and not args.reuse:
             with psycopg.connect(SERVER, autocommit=True) as c:
                 c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         else:
