@@ -51,7 +51,7 @@ LAYERS: dict[str, int] = {
     "ledger": 2,
     "pipeline": 3, "gateway": 3, "broker": 3, "simulator": 3,
     "reports": 4,
-    "clock": 5, "demo": 5, "processes": 5, "runtime": 5, "pipeline.workers": 5,
+    "clock": 5, "demo": 5, "processes": 5, "runtime": 5, "pipeline.workers": 5, "console": 5,
     "cli": 6,
 }
 
@@ -74,3 +74,4 @@ def test_imports_run_one_way():
         upward += [(name, i) for i in imports if (theirs := layer(i)) is not None and theirs > mine]
     assert upward == []
     assert layer("worker.ledger.posting") == 2 and layer("worker.pipeline.workers") == 5  # the table still applies
+    assert layer("worker.console.app") == 5 and layer("worker.reports.views") == 4

@@ -108,7 +108,12 @@ ORDER BY coalesce(pay_succ_time, first_seen_at), pay_order_id
 SELECT e.id, e.kind, e.pay_order_id, e.original_order_id, e.amount, e.currency, e.occurred_at, e.posted_at,
        a.kind AS account, p.amount AS leg
 FROM journal_entries e JOIN postings p ON p.entry_id = e.id JOIN accounts a ON a.id = p.account_id
-WHERE e.pay_order_id = %(pay_order_id)s
+-- by the index of one entry per order id; a reversal carries the id of the order it reverses
+-- (reversal_mirrors), so it is found by the entry it reverses: no scan of the journal
+WHERE e.id IN (SELECT o.id FROM journal_entries o WHERE o.pay_order_id = %(pay_order_id)s AND o.kind <> 'reversal'
+               UNION ALL
+               SELECT r.id FROM journal_entries o JOIN journal_entries r ON r.reverses_entry_id = o.id
+               WHERE o.pay_order_id = %(pay_order_id)s AND o.kind <> 'reversal')
 ORDER BY e.id, p.amount DESC, a.kind
 
 -- name: order_inbox_rows
@@ -169,6 +174,29 @@ FROM journal_entries e LEFT JOIN journal_entries r ON r.id = e.reverses_entry_id
 WHERE e.occurred_at >= coalesce(%(start)s::timestamptz, '-infinity')
   AND e.occurred_at < coalesce(%(end)s::timestamptz, 'infinity')
 GROUP BY e.mch_id, e.currency ORDER BY e.mch_id, e.currency
+
+-- name: totals_by_merchant_day
+-- The same totals per business day (the entry's date in the settlement zone %(tz)s), merchant and
+-- currency, over the entries dated in [start, end): `check --date D` and the console's overview
+-- both read a day's totals here (worker/ledger/checks.py merchant_day_totals). A reversal is
+-- rare: the entry it reverses is looked up for reversals only (a join would hash the journal).
+WITH e AS (
+    SELECT (j.occurred_at AT TIME ZONE %(tz)s)::date AS business_date, j.mch_id COLLATE "C" AS mch_id,
+           j.currency::text COLLATE "C" AS currency, j.kind, j.amount,
+           CASE WHEN j.kind = 'reversal'
+                THEN (SELECT r.kind FROM journal_entries r WHERE r.id = j.reverses_entry_id) END AS reversed
+    FROM journal_entries j
+    WHERE j.occurred_at >= %(start)s AND j.occurred_at < %(end)s
+)
+SELECT business_date, mch_id, currency,
+       coalesce(sum(amount) FILTER (WHERE kind = 'pay'), 0)
+         - coalesce(sum(amount) FILTER (WHERE reversed = 'pay'), 0) AS paid,
+       coalesce(sum(amount) FILTER (WHERE kind IN ('refund', 'void')), 0)
+         - coalesce(sum(amount) FILTER (WHERE reversed IN ('refund', 'void')), 0) AS refunded,
+       count(*) FILTER (WHERE kind = 'pay') - count(*) FILTER (WHERE reversed = 'pay') AS pays,
+       count(*) FILTER (WHERE kind IN ('refund', 'void')) - count(*) FILTER (WHERE reversed IN ('refund', 'void')) AS refunds
+FROM e
+GROUP BY business_date, mch_id, currency ORDER BY business_date, mch_id, currency
 
 -- name: clearing_by_currency
 SELECT a.currency, coalesce(sum(p.amount), 0) AS clearing

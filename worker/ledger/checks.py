@@ -56,11 +56,27 @@ def _merchant_totals(cur: psycopg.Cursor, start: datetime | None, end: datetime 
             for r in rows]
 
 
+def merchant_day_totals(cur: psycopg.Cursor, tz: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Paid, refunded, net and counts per business day (in zone `tz`), merchant and currency of the
+    entries dated in [start, end), net of reversals: what `check --date D` gives for a day and the
+    console's overview charts, from one query (totals_by_merchant_day). `cur` yields dict rows.
+    Raises psycopg errors."""
+    rows = cur.execute(q("totals_by_merchant_day"), {"tz": tz, "start": start, "end": end}).fetchall()
+    out = []
+    for r in rows:
+        out.append({"business_date": r["business_date"], "mch_id": r["mch_id"], "currency": r["currency"],
+                    "paid": int(r["paid"]), "refunded": int(r["refunded"]),
+                    "net": int(r["paid"]) - int(r["refunded"]), "pay_count": int(r["pays"]),
+                    "refund_count": int(r["refunds"])})
+    return out
+
+
 def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = None,
-               day: tuple[str, datetime, datetime] | None = None) -> CheckReport:
+               day: tuple[str, datetime, datetime] | None = None, tz: str = "UTC") -> CheckReport:
     """Run every invariant check in one read-only snapshot. Raises psycopg errors on DB failure.
 
-    `day` = (business date, window start, window end) adds that day's totals per merchant and currency.
+    `day` = (business date, window start, window end) adds that day's totals per merchant and
+    currency; `tz` is the settlement zone the window was computed in.
     """
     violations: list[dict[str, Any]] = []
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -110,6 +126,8 @@ def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = Non
         day_totals = None
         if day is not None:
             label, start, end = day
+            merchants_of_day = [{k: v for k, v in m.items() if k != "business_date"}
+                                for m in merchant_day_totals(cur, tz, start, end)]
             day_totals = {"date": label, "window_start": start.isoformat(), "window_end": end.isoformat(),
-                          "merchants": _merchant_totals(cur, start, end)}
+                          "merchants": merchants_of_day}
     return CheckReport(violations, currencies, parked, merchants, day_totals)
