@@ -222,7 +222,7 @@ def test_amounts_in_cents_through_a_mapping(conn, tmp_path):
     (REPORT[:1] + [("B1", DAY, MCH, "CAD", None, None, None, None)],
      "r.csv line 3, column 'gross': empty on the total row of batch 'B1' (and fee and net too)"),
     ([("B1", DAY, MCH, "CAD", None, "1.00", "0", "1.00")],
-     "batch 'B1' (line 2) has a total row but no transactions"),
+     "r.csv line 2: batch 'B1' has a total row but no transactions"),
     ([("B1", DAY, MCH2, "CAD", "PX", "1.00", None, None)],
      "r.csv line 2, column fee: empty, the net too, and merchant 10000702 has no fee schedule for channel "
      "(unknown) (fees in IOTPAY_MERCHANTS)"),

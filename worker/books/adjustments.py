@@ -104,7 +104,8 @@ def add_adjustment(conn: psycopg.Connection, a: Adjustment, merchants: Merchants
         if old is not None:
             was = Adjustment(old["mch_id"], old["currency"], old["debit_account"], old["credit_account"],
                              int(old["amount"]), old["reason"], old["author"], key, old["mismatch_id"])
-            differences = [f"{f.name} {getattr(a, f.name)!r} here, {getattr(was, f.name)!r} in entry {old['entry_id']}"
+            differences = [f"{f.name} {_show(f.name, getattr(a, f.name))} here, {_show(f.name, getattr(was, f.name))} "
+                           f"in entry {old['entry_id']}"
                            for f in fields(Adjustment) if f.name != "key" and getattr(a, f.name) != getattr(was, f.name)]
             if differences:
                 raise ContradictionError(f"adjustment {key!r}", differences)
@@ -119,3 +120,7 @@ def add_adjustment(conn: psycopg.Connection, a: Adjustment, merchants: Merchants
     log.info("books.adjustment_posted", entry_id=ids[doc], mch_id=a.mch_id, currency=a.currency, debit=a.debit,
              credit=a.credit, amount=a.amount, by=a.author)
     return AdjustmentResult("posted", ids[doc], key, a)
+
+
+def _show(name: str, value: Any) -> str:
+    return money.decimal(value) if name == "amount" else repr(value)

@@ -51,11 +51,10 @@ class ImportResult:
     import_id: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     totals: list[dict[str, Any]] = field(default_factory=list)  # per merchant (or account) and currency
-    notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"source": self.source, "file": self.file, "status": self.status, "import_id": self.import_id,
-                "rows_read": self.rows_read, "counts": self.counts, "totals": self.totals, "notes": self.notes}
+                "rows_read": self.rows_read, "counts": self.counts, "totals": self.totals}
 
 
 def lock(cur: psycopg.Cursor) -> None:

@@ -73,8 +73,10 @@ def read_batches(rows: Iterable[Row], merchants: Merchants) -> tuple[list[Settle
     batches: dict[str, SettlementBatch] = {}
     lines_of: dict[tuple[str, str], int] = {}
     count = 0
+    source = ""
     for row in rows:
         count += 1
+        source = row.source
         batch_id = row.text("batch_id")
         day = row.date("settlement_date")
         mch_id = row.text("mch_id")
@@ -113,7 +115,8 @@ def read_batches(rows: Iterable[Row], merchants: Merchants) -> tuple[list[Settle
                                           row.text("channel", required=False) or None))
     for batch in batches.values():
         if not batch.lines:
-            raise InputError(f"batch {batch.batch_id!r} (line {batch.first_line}) has a total row but no transactions")
+            raise InputError(f"{source} line {batch.first_line}: batch {batch.batch_id!r} has a total row but no "
+                             "transactions")
     return list(batches.values()), count
 
 
