@@ -57,7 +57,7 @@ SELECT kind, id, created_at < now() AS settled FROM accounts WHERE mch_id = %(mc
 
 -- name: ensure_accounts
 INSERT INTO accounts (mch_id, currency, kind)
-SELECT %(mch_id)s, %(currency)s, k FROM unnest(ARRAY['clearing', 'sales', 'refunds']) AS k
+SELECT %(mch_id)s, %(currency)s, k FROM unnest(%(kinds)s::text[]) AS k
 ON CONFLICT (mch_id, currency, kind) DO NOTHING
 
 -- name: insert_entry
@@ -191,6 +191,66 @@ SELECT count(pg_advisory_xact_lock(hashtextextended(k, %(seed)s))) FROM unnest(%
 -- A batch checks the balance rules (sql/001_ledger.sql) at the end of each statement rather than
 -- at commit, so that a refusal rolls back one notify's savepoint, not the whole batch.
 SET CONSTRAINTS entry_balanced, posting_balanced IMMEDIATE
+
+-- name: batch_known_orders
+-- What a batch must know before it posts its plain notifies as a set (worker/ledger/batch.py),
+-- read under the batch's advisory locks: which of its order ids exist, which of its pays have
+-- parked refunds, the balance of each pay its refunds draw on, and which merchants' accounts
+-- (those not known to the connection yet) were committed before this transaction began.
+SELECT 'exists' AS what, pay_order_id AS id, NULL::text AS mch_id, NULL::text AS currency,
+       NULL::bigint AS amount, NULL::bigint AS refunded
+FROM orders WHERE pay_order_id = ANY(%(ids)s::text[])
+UNION ALL
+SELECT 'parked', original_order_id, NULL, NULL, NULL, NULL
+FROM orders WHERE original_order_id = ANY(%(pays)s::text[]) AND state = 'parked'
+UNION ALL
+SELECT 'balance', pay_order_id, mch_id, currency, amount, refunded
+FROM pay_balances WHERE pay_order_id = ANY(%(originals)s::text[])
+UNION ALL
+SELECT 'accounts', NULL, mch_id, currency, count(*), NULL
+FROM accounts
+WHERE (mch_id, currency) IN (SELECT * FROM unnest(%(mch_ids)s::text[], %(currencies)s::text[]))
+  AND kind = ANY(%(kinds)s::text[]) AND created_at < now()
+GROUP BY mch_id, currency
+
+-- name: post_plain_orders
+-- Many plain posts in one statement: each a new order the gateway calls a success (a pay, or a
+-- refund or void of a posted pay within its refundable), recorded posted, with its journal entry
+-- and two legs; or a new pay it calls pending or failed, recorded so. The rows are those
+-- insert_order + insert_entry write one at a time, the entries numbered in the batch's order. The triggers of sql/001_ledger.sql check every row (the balance at
+-- the end of this statement, see check_balance_at_each_statement); any refusal fails the whole
+-- statement and the batch posts these notifies one at a time instead.
+WITH d AS (
+    SELECT *
+    FROM unnest(%(pay_order_id)s::text[], %(mch_id)s::text[], %(mch_order_no)s::text[], %(pay_type)s::text[],
+                %(original_order_id)s::text[], %(currency)s::text[], %(amount)s::bigint[], %(status)s::int[],
+                %(state)s::text[], %(gateway_refundable)s::bigint[], %(fingerprint)s::text[], %(channel)s::text[],
+                %(card_type)s::text[], %(card_num)s::text[], %(auth_num)s::text[], %(trans_num)s::text[],
+                %(invoice_num)s::text[], %(pay_succ_time)s::timestamptz[], %(fields)s::jsonb[])
+         WITH ORDINALITY AS d (pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount,
+                               status, state, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
+                               trans_num, invoice_num, pay_succ_time, fields, n)
+), o AS (
+    INSERT INTO orders (pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status,
+                        state, reason, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
+                        trans_num, invoice_num, pay_succ_time, source, fields, posted_at)
+    SELECT pay_order_id, mch_id, mch_order_no, pay_type, original_order_id, currency, amount, status,
+           state, NULL, gateway_refundable, fingerprint, channel, card_type, card_num, auth_num,
+           trans_num, invoice_num, pay_succ_time, %(source)s, fields, CASE WHEN state = 'posted' THEN now() END
+    FROM d ORDER BY n
+), e AS (
+    INSERT INTO journal_entries (pay_order_id, kind, original_order_id, mch_id, currency, amount, occurred_at, memo)
+    SELECT pay_order_id, pay_type, original_order_id, mch_id, currency, amount, coalesce(pay_succ_time, now()), NULL
+    FROM d WHERE state = 'posted' ORDER BY n
+    RETURNING id, kind, mch_id, currency, amount
+)
+INSERT INTO postings (entry_id, account_id, mch_id, currency, amount)
+SELECT e.id, a.id, e.mch_id, e.currency,
+       CASE WHEN a.kind = CASE e.kind WHEN 'pay' THEN 'clearing' WHEN 'refund' THEN 'refunds' ELSE 'sales' END
+            THEN e.amount ELSE -e.amount END
+FROM e JOIN accounts a ON a.mch_id = e.mch_id AND a.currency = e.currency
+    AND a.kind IN ('clearing', CASE e.kind WHEN 'pay' THEN 'sales' WHEN 'refund' THEN 'refunds' ELSE 'sales' END)
+RETURNING entry_id
 
 -- name: books_balances
 -- The balances of the accounts the books move, per merchant and currency (debit positive).
