@@ -35,6 +35,7 @@ EXPORT_LOCK_KEY = 7_201_944_032  # transaction lock: exports of any day serialis
 SWEEP_LOCK_KEY = 7_201_944_105  # session lock of one sweep pass (sweep_try_lock)
 # transaction lock (with a second int key per name and address): sign-in attempts take turns (console_signin_lock)
 SIGNIN_LOCK_KEY = 7_201_944
+BOOKS_LOCK_KEY = 7_201_944_160  # transaction lock: book imports and adjustments serialise (books_lock_imports)
 
 REFUSALS = (psycopg.IntegrityError, psycopg.DataError)  # PostgreSQL refused the data: no retry can fix it
 

@@ -162,7 +162,8 @@ LIMIT 100
 
 -- name: totals_by_merchant
 -- Paid and refunded per merchant and currency, net of reversals (a reversal counts against the kind
--- it reverses), over the entries dated in [start, end) (NULL: unbounded).
+-- it reverses), over the entries dated in [start, end) (NULL: unbounded). The books' entries (fee,
+-- payout, deposit, adjustment) are not sales: books_balances gives them.
 SELECT e.mch_id, e.currency::text AS currency,
        coalesce(sum(e.amount) FILTER (WHERE e.kind = 'pay'), 0)
          - coalesce(sum(e.amount) FILTER (WHERE r.kind = 'pay'), 0) AS paid,
@@ -173,6 +174,7 @@ SELECT e.mch_id, e.currency::text AS currency,
 FROM journal_entries e LEFT JOIN journal_entries r ON r.id = e.reverses_entry_id
 WHERE e.occurred_at >= coalesce(%(start)s::timestamptz, '-infinity')
   AND e.occurred_at < coalesce(%(end)s::timestamptz, 'infinity')
+  AND e.kind IN ('pay', 'refund', 'void', 'reversal')
 GROUP BY e.mch_id, e.currency ORDER BY e.mch_id, e.currency
 
 -- name: totals_by_merchant_day
@@ -277,3 +279,62 @@ SELECT e.id, a.id, e.mch_id, e.currency,
 FROM e JOIN accounts a ON a.mch_id = e.mch_id AND a.currency = e.currency
     AND a.kind IN ('clearing', CASE e.kind WHEN 'pay' THEN 'sales' WHEN 'refund' THEN 'refunds' ELSE 'sales' END)
 RETURNING entry_id
+
+-- name: books_balances
+-- The balances of the accounts the books move, per merchant and currency (debit positive).
+SELECT a.mch_id, a.currency::text AS currency,
+       coalesce(sum(p.amount) FILTER (WHERE a.kind = 'clearing'), 0) AS clearing,
+       coalesce(sum(p.amount) FILTER (WHERE a.kind = 'fees'), 0) AS fees,
+       coalesce(sum(p.amount) FILTER (WHERE a.kind = 'in_transit'), 0) AS in_transit,
+       coalesce(sum(p.amount) FILTER (WHERE a.kind = 'bank'), 0) AS bank
+FROM accounts a LEFT JOIN postings p ON p.account_id = a.id
+WHERE a.kind IN ('clearing', 'fees', 'in_transit', 'bank')
+GROUP BY a.mch_id, a.currency ORDER BY a.mch_id, a.currency
+
+-- name: check_books_documents
+-- Every books entry against the document line it was posted from (sql/010_books.sql holds these at
+-- commit; this reads them back): a line's fee on fees, a batch's payout (its stated net, else its lines'
+-- net) in transit, a deposit's bank transaction in the bank, an adjustment's accounts; and no books
+-- entry without its document.
+WITH legs AS (
+    SELECT p.entry_id, a.kind AS account, sum(p.amount) AS amount
+    FROM postings p JOIN accounts a ON a.id = p.account_id
+    JOIN journal_entries je ON je.id = p.entry_id AND je.kind IN ('fee', 'payout', 'deposit', 'adjustment')
+    GROUP BY 1, 2
+)
+SELECT 'fee_entry_matches_line' AS rule, l.batch_id || '/' || l.pay_order_id AS subject,
+       'fee ' || l.fee || ' but entry ' || coalesce(l.fee_entry_id::text, '(none)') || ' puts '
+           || coalesce(g.amount, 0) || ' on fees' AS detail
+FROM settlement_lines l LEFT JOIN legs g ON g.entry_id = l.fee_entry_id AND g.account = 'fees'
+WHERE coalesce(g.amount, 0) <> l.fee
+UNION ALL
+SELECT 'payout_matches_batch', b.batch_id,
+       'pays out ' || b.payout_amount || ' of a net of ' || coalesce(b.stated_net, n.net) || ', entry '
+           || coalesce(b.payout_entry_id::text, '(none)') || ' puts ' || coalesce(g.amount, 0) || ' in transit'
+FROM settlement_batches b
+JOIN (SELECT batch_id, sum(net) AS net FROM settlement_lines GROUP BY batch_id) n USING (batch_id)
+LEFT JOIN legs g ON g.entry_id = b.payout_entry_id AND g.account = 'in_transit'
+WHERE coalesce(g.amount, 0) <> b.payout_amount OR b.payout_amount <> coalesce(b.stated_net, n.net)
+UNION ALL
+SELECT 'deposit_matches_bank_transaction', t.account || '/' || t.txn_id,
+       t.amount || ' in the statement but entry ' || d.entry_id || ' puts ' || coalesce(g.amount, 0) || ' in the bank'
+FROM bank_deposits d JOIN bank_transactions t ON t.id = d.bank_transaction_id
+LEFT JOIN legs g ON g.entry_id = d.entry_id AND g.account = 'bank'
+WHERE coalesce(g.amount, 0) <> t.amount
+UNION ALL
+SELECT 'adjustment_matches_entry', x.key,
+       'Dr ' || x.debit_account || ' Cr ' || x.credit_account || ' ' || x.amount || ' but entry ' || x.entry_id
+           || ' posts Dr ' || coalesce(dr.amount, 0) || ' Cr ' || -coalesce(cr.amount, 0)
+FROM adjustments x
+LEFT JOIN legs dr ON dr.entry_id = x.entry_id AND dr.account = x.debit_account
+LEFT JOIN legs cr ON cr.entry_id = x.entry_id AND cr.account = x.credit_account
+WHERE coalesce(dr.amount, 0) <> x.amount OR coalesce(cr.amount, 0) <> -x.amount
+UNION ALL
+SELECT 'books_entry_documented', je.id::text, je.kind || ' entry ' || je.doc_key || ' has no document line'
+FROM journal_entries je
+WHERE je.kind IN ('fee', 'payout', 'deposit', 'adjustment')
+  AND NOT EXISTS (SELECT 1 FROM settlement_lines WHERE fee_entry_id = je.id)
+  AND NOT EXISTS (SELECT 1 FROM settlement_batches WHERE payout_entry_id = je.id)
+  AND NOT EXISTS (SELECT 1 FROM bank_deposits WHERE entry_id = je.id)
+  AND NOT EXISTS (SELECT 1 FROM adjustments WHERE entry_id = je.id)
+ORDER BY 1, 2 LIMIT 100

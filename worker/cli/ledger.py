@@ -106,17 +106,29 @@ def cmd_check(args: argparse.Namespace) -> int:
         for code, t in report.currencies.items():
             print(f"{code}: paid {t['paid']}  refunded {t['refunded']}  net {t['net']} cents "
                   f"({t['pay_count']} pays, {t['refund_count']} refunds/voids)")
+            print(f"  {_books_line(t)}")
         for label, rows in ([("merchant", report.merchants)] +
                             ([(f"{report.day['date']}", report.day["merchants"])] if report.day else [])):
             for m in rows:
                 print(f"  {label} {m['mch_id']} {m['currency']}: paid {m['paid']}  refunded {m['refunded']}  "
                       f"net {m['net']} cents")
+                if "clearing" in m:
+                    print(f"    {_books_line(m)}")
         for p in report.parked_too_long:
             print(f"parked too long: refund {p['pay_order_id']} waits for {p['original_order_id']} since {p['first_seen_at']}")
         for v in report.violations:
-            print(f"VIOLATION {v['rule']}: {v.get('pay_order_id') or v.get('currency') or ''} {v['detail']}")
+            where = v.get("pay_order_id") or v.get("subject") or " ".join(
+                x for x in (v.get("mch_id"), v.get("currency")) if x)
+            print(f"VIOLATION {v['rule']}: {where or ''} {v['detail']}")
         print("ok" if report.ok else f"{len(report.violations)} violation(s)")
     return 0 if report.ok else 1
+
+
+def _books_line(t: dict) -> str:
+    """net = clearing + fees + in_transit + bank, the books' identity, with its figures."""
+    holds = t["net"] == t["clearing"] + t["fees"] + t["in_transit"] + t["bank"]
+    return (f"net {t['net']} = clearing {t['clearing']} + fees {t['fees']} + in_transit {t['in_transit']} "
+            f"+ bank {t['bank']}: {'adds up' if holds else 'DOES NOT ADD UP'}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -150,7 +162,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="check every ledger invariant; exit 1 on any violation",
-        description="Each entry balances; postings sum to zero per currency; clearing = paid - refunded; "
+        description="Each entry balances; postings sum to zero per currency; per merchant and currency "
+        "paid - refunded = clearing + fees + in_transit + bank (what IOTPay still owes, kept, paid out, and "
+        "what reached the bank); every fee, payout, deposit and adjustment agrees with its document line; "
         "every pay's refundable = amount - refunds; every refund has a posted original. Also lists "
         "refunds parked longer than IOTLEDGER_PARKED_ALERT_SECONDS.",
     )
