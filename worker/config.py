@@ -49,6 +49,10 @@ MAX_AMOUNT_LIMIT = 10**15  # a million orders at this size still sum far inside 
 DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS = 10.0
 # a notify that would wait longer than this for a thread is answered 503 at once (IOTPay retries)
 DEFAULT_WEB_MAX_WAIT_SECONDS = 1.0
+# a business day with more settlement rows than this gets no workbook (its CSV is the file): a sheet
+# of 100,000 rows is one a person can still work in, and costs the export about a second
+DEFAULT_WORKBOOK_MAX_ROWS = 100_000
+EXCEL_MAX_ROWS = 1_048_575  # a sheet's rows below its header
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -83,6 +87,13 @@ def _batch_size(env: Mapping[str, str]) -> int:
     value = _int(env, "IOTLEDGER_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1)
     if value > MAX_BATCH_SIZE:
         raise ConfigError("IOTLEDGER_BATCH_SIZE", f"must be <= {MAX_BATCH_SIZE}, got {value}")
+    return value
+
+
+def _workbook_max_rows(env: Mapping[str, str]) -> int:
+    value = _int(env, "IOTLEDGER_WORKBOOK_MAX_ROWS", DEFAULT_WORKBOOK_MAX_ROWS, 0)
+    if value > EXCEL_MAX_ROWS:
+        raise ConfigError("IOTLEDGER_WORKBOOK_MAX_ROWS", f"must be <= {EXCEL_MAX_ROWS} (a sheet's rows), got {value}")
     return value
 
 
@@ -147,6 +158,7 @@ class Settings:
     web_request_timeout_seconds: float = DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS
     web_max_wait_seconds: float = DEFAULT_WEB_MAX_WAIT_SECONDS
     batch_size: int = DEFAULT_BATCH_SIZE
+    workbook_max_rows: int = DEFAULT_WORKBOOK_MAX_ROWS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +193,7 @@ class Settings:
                                                DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS),
             web_max_wait_seconds=_float(env, "IOTLEDGER_WEB_MAX_WAIT_SECONDS", DEFAULT_WEB_MAX_WAIT_SECONDS),
             batch_size=_batch_size(env),
+            workbook_max_rows=_workbook_max_rows(env),
         )
 
 

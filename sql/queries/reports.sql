@@ -441,29 +441,34 @@ INSERT INTO exported_entries (entry_id, export_date, business_date)
 SELECT entry_id, %(day)s, (occurred_at AT TIME ZONE %(tz)s)::date FROM taken;
 
 -- name: export_session_tz
-SELECT set_config('TimeZone', %(tz)s, true);
+-- The export's session: its zone and ISO dates (PostgreSQL's own text for timestamps and dates is
+-- what the rows carry: cheaper than to_char, rewritten into the file's form by csv_cells.row_values),
+-- and room to sort a day's rows in memory.
+SELECT set_config('TimeZone', %(tz)s, true), set_config('DateStyle', 'ISO, YMD', true),
+       set_config('work_mem', '256MB', true);
 
 -- name: export_rows
 -- The day's file, in a fixed order (same ledger, same bytes): the day's own transactions by
--- time, then the prior-day adjustments by their business date and time. Local times use the
--- session zone set by export_session_tz.
-SELECT to_char(%(day)s::date, 'YYYY-MM-DD') AS settlement_date,
-       to_char(x.business_date, 'YYYY-MM-DD') AS business_date,
-       CASE WHEN x.business_date < %(day)s THEN 'prior_day_adjustment' ELSE 'transaction' END AS record,
-       to_char(je.occurred_at, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM') AS local_time,
-       to_char(je.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS utc_time,
+-- time, then the prior-day adjustments by their business date and time. PostgreSQL's plain text
+-- for each value: local_time in the session zone (export_session_tz), utc_time without a zone;
+-- settlement_date, record, the signed amount and the decimal strings are added by
+-- csv_cells.row_values. A reversal's original is looked up only for reversals.
+SELECT x.business_date,
+       je.occurred_at AS local_time,
+       je.occurred_at AT TIME ZONE 'UTC' AS utc_time,
        je.mch_id,
        o.channel,
        je.kind AS pay_type,
        je.pay_order_id,
-       coalesce(je.original_order_id, rev.original_order_id) AS original_order_id,
+       coalesce(je.original_order_id, CASE WHEN je.kind = 'reversal' THEN
+           (SELECT rev.original_order_id FROM journal_entries rev WHERE rev.id = je.reverses_entry_id) END)
+           AS original_order_id,
        o.mch_order_no,
-       je.currency::text AS currency,
-       CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void') THEN 'in' ELSE 'out' END
-           AS direction,
+       je.currency,
+       CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND
+                 (SELECT rev.kind FROM journal_entries rev WHERE rev.id = je.reverses_entry_id) IN ('refund', 'void')
+            THEN 'in' ELSE 'out' END AS direction,
        je.amount AS amount_cents,
-       CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void') THEN je.amount
-            ELSE -je.amount END AS signed_amount_cents,
        o.fields ->> 'paySuccTime' AS pay_succ_time_raw,
        o.card_type,
        o.card_num,
@@ -472,7 +477,6 @@ SELECT to_char(%(day)s::date, 'YYYY-MM-DD') AS settlement_date,
        je.id AS entry_id
 FROM exported_entries x
 JOIN journal_entries je ON je.id = x.entry_id
-LEFT JOIN journal_entries rev ON rev.id = je.reverses_entry_id
 LEFT JOIN orders o ON o.pay_order_id = je.pay_order_id
 WHERE x.export_date = %(day)s
 ORDER BY x.business_date < %(day)s, x.business_date, je.occurred_at, je.id;
@@ -494,22 +498,25 @@ SELECT export_date, version, manifest_name, manifest_sha256 FROM settlement_file
 WHERE export_date < %(day)s ORDER BY export_date DESC, version DESC LIMIT 1;
 
 -- name: export_summary
--- Per merchant, currency and section (the day's own transactions, the prior-day adjustments):
--- count, money in, money out, of the entries in one day's file. Sums are numeric. This one query
--- feeds the summary CSV, the workbook's totals, the manifest and the daily summary alert.
-SELECT je.mch_id, je.currency::text AS currency,
+-- The ledger's own totals of one day's file, per merchant, currency and section (the day's own
+-- transactions, the prior-day adjustments), straight from the postings on the clearing accounts:
+-- count of legs (one per entry), money in (debits), money out (credits). Sums are numeric. The
+-- export computes the same totals from the rows it writes and refuses to write files that
+-- differ (export.py); the daily summary alert reads them from here.
+SELECT p.mch_id, p.currency::text AS currency,
        CASE WHEN x.business_date < %(day)s THEN 'prior_day_adjustments' ELSE 'business_day' END AS section,
        count(*) AS count,
-       coalesce(sum(je.amount) FILTER (WHERE je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void')),
-                0) AS gross_cents,
-       coalesce(sum(je.amount) FILTER (WHERE NOT (je.kind = 'pay' OR je.kind = 'reversal'
-                                                  AND rev.kind IN ('refund', 'void'))), 0) AS refunds_cents
+       coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0) AS gross_cents,
+       coalesce(-sum(p.amount) FILTER (WHERE p.amount < 0), 0) AS refunds_cents
 FROM exported_entries x
-JOIN journal_entries je ON je.id = x.entry_id
-LEFT JOIN journal_entries rev ON rev.id = je.reverses_entry_id
-WHERE x.export_date = %(day)s
+JOIN postings p ON p.entry_id = x.entry_id
+WHERE x.export_date = %(day)s AND p.account_id IN (SELECT a.id FROM accounts a WHERE a.kind = 'clearing')
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3;
+
+-- name: export_row_count
+-- How many rows one day's file holds (decides whether it gets a workbook).
+SELECT count(*) FROM exported_entries WHERE export_date = %(day)s;
 
 -- name: export_ledger_totals
 -- The ledger's own view of what a set of exported days holds, straight from the postings
