@@ -48,7 +48,7 @@ def export(conn, d, out, **kw):
 
 def filed(conn, pay_order_id: str) -> list[date]:
     """The days whose file holds this order's entries (one per entry: exactly one file)."""
-    rows = conn.execute("SELECT x.export_date FROM exported_entries x JOIN journal_entries je ON je.id = x.entry_id "
+    rows = conn.execute("SELECT x.export_date FROM filed_entries x JOIN journal_entries je ON je.id = x.entry_id "
                         "WHERE je.pay_order_id = %s", (pay_order_id,)).fetchall()
     conn.rollback()
     return [r[0] for r in rows]

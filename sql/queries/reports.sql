@@ -431,14 +431,20 @@ SELECT export_date, settlement_tz, version, manifest FROM settlement_exports WHE
 -- Put in this day's file every entry not yet in any file (entries_awaiting_file) dated before the
 -- day's end: the day's own entries, and (unless restating) any earlier one that arrived after its
 -- day was closed or is older than the series (a backfill): the prior-day adjustments. A restate
--- takes only its own day's entries still awaiting a file.
+-- takes only its own day's entries still awaiting a file. They are filed as runs of consecutive
+-- entry ids, a row each (sql/009); the answer is how many entries were filed.
 WITH taken AS (
     DELETE FROM entries_awaiting_file a
     WHERE a.occurred_at < %(end)s AND (%(with_prior)s OR a.occurred_at >= %(start)s)
-    RETURNING a.entry_id, a.occurred_at
+    RETURNING a.entry_id
+), numbered AS (
+    SELECT entry_id, entry_id - row_number() OVER (ORDER BY entry_id) AS run FROM taken
+), filed AS (
+    INSERT INTO filed_runs (export_date, settlement_tz, first_entry, last_entry)
+    SELECT %(day)s, %(tz)s, min(entry_id), max(entry_id) FROM numbered GROUP BY run ORDER BY 3
+    RETURNING first_entry, last_entry
 )
-INSERT INTO exported_entries (entry_id, export_date, business_date)
-SELECT entry_id, %(day)s, (occurred_at AT TIME ZONE %(tz)s)::date FROM taken;
+SELECT coalesce(sum(last_entry - first_entry + 1), 0)::bigint, count(*) FROM filed;
 
 -- name: export_session_tz
 -- The export's session: its zone and ISO dates (PostgreSQL's own text for timestamps and dates is
@@ -453,7 +459,7 @@ SELECT set_config('TimeZone', %(tz)s, true), set_config('DateStyle', 'ISO, YMD',
 -- for each value: local_time in the session zone (export_session_tz), utc_time without a zone;
 -- settlement_date, record, the signed amount and the decimal strings are added by
 -- csv_cells.row_values. A reversal's original is looked up only for reversals.
-SELECT x.business_date,
+SELECT je.business_date,
        je.occurred_at AS local_time,
        je.occurred_at AT TIME ZONE 'UTC' AS utc_time,
        je.mch_id,
@@ -475,11 +481,10 @@ SELECT x.business_date,
        o.auth_num,
        o.trans_num,
        je.id AS entry_id
-FROM exported_entries x
-JOIN journal_entries je ON je.id = x.entry_id
+FROM filed_journal_entries je
 LEFT JOIN orders o ON o.pay_order_id = je.pay_order_id
-WHERE x.export_date = %(day)s
-ORDER BY x.business_date < %(day)s, x.business_date, je.occurred_at, je.id;
+WHERE je.export_date = %(day)s
+ORDER BY je.business_date < %(day)s, je.business_date, je.occurred_at, je.id;
 
 -- name: export_save
 -- The latest version of a closed day (what `export` gives back); every version is also kept in settlement_files.
@@ -508,7 +513,7 @@ SELECT p.mch_id, p.currency::text AS currency,
        count(*) AS count,
        coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0) AS gross_cents,
        coalesce(-sum(p.amount) FILTER (WHERE p.amount < 0), 0) AS refunds_cents
-FROM exported_entries x
+FROM filed_entries x
 JOIN postings p ON p.entry_id = x.entry_id
 WHERE x.export_date = %(day)s AND p.account_id IN (SELECT a.id FROM accounts a WHERE a.kind = 'clearing')
 GROUP BY 1, 2, 3
@@ -516,7 +521,8 @@ ORDER BY 1, 2, 3;
 
 -- name: export_row_count
 -- How many rows one day's file holds (decides whether it gets a workbook).
-SELECT count(*) FROM exported_entries WHERE export_date = %(day)s;
+SELECT ((SELECT count(*) FROM exported_entries WHERE export_date = %(day)s)
+        + (SELECT coalesce(sum(last_entry - first_entry + 1), 0) FROM filed_runs WHERE export_date = %(day)s))::bigint;
 
 -- name: export_ledger_totals
 -- The ledger's own view of what a set of exported days holds, straight from the postings
@@ -525,11 +531,10 @@ SELECT je.currency::text AS currency,
        count(DISTINCT je.id) AS entries,
        coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0) AS clearing_debits,
        coalesce(-sum(p.amount) FILTER (WHERE p.amount < 0), 0) AS clearing_credits
-FROM exported_entries x
-JOIN journal_entries je ON je.id = x.entry_id
+FROM filed_journal_entries je
 JOIN postings p ON p.entry_id = je.id
 JOIN accounts a ON a.id = p.account_id AND a.kind = 'clearing'
-WHERE x.export_date = %(day)s
+WHERE je.export_date = %(day)s
 GROUP BY je.currency
 ORDER BY je.currency;
 
@@ -579,13 +584,12 @@ FROM settlement_files ORDER BY export_date, version;
 
 -- name: files_day_entries
 -- What one day's file must hold: its entries as the ledger has them.
-SELECT x.entry_id, je.pay_order_id, je.mch_id, je.currency::text AS currency,
+SELECT je.id AS entry_id, je.pay_order_id, je.mch_id, je.currency::text AS currency,
        CASE WHEN je.kind = 'pay' OR je.kind = 'reversal' AND rev.kind IN ('refund', 'void') THEN je.amount
             ELSE -je.amount END AS signed_amount_cents
-FROM exported_entries x
-JOIN journal_entries je ON je.id = x.entry_id
+FROM filed_journal_entries je
 LEFT JOIN journal_entries rev ON rev.id = je.reverses_entry_id
-WHERE x.export_date = %(day)s;
+WHERE je.export_date = %(day)s;
 
 -- name: files_unfiled
 -- Entries dated before the end of the last closed day that are in no file yet. Those posted after

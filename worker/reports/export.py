@@ -14,7 +14,8 @@ Rules (why the code looks the way it does):
 - Same ledger, same bytes: rows come in a fixed order, nothing in any file depends on the time
   of the export, and the manifest's JSON keys are sorted.
 - Each journal entry goes into exactly one day's file: an export takes the entries still in
-  `entries_awaiting_file` (filled by a trigger on every new entry) dated before the day's end.
+  `entries_awaiting_file` (filled by a trigger on every new entry) dated before the day's end,
+  and files them as runs of consecutive entry ids (`filed_runs`, a row per run, sql/009).
   Those of earlier days (a late notify, an old day closed late, a backfill) are
   `prior_day_adjustment` rows, in their own summary section and named in the manifest.
 - The manifest names the previous closed day's manifest and its SHA-256: the series is a chain
@@ -196,8 +197,8 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         ("settlement", "summary", "manifest")
     files = [AtomicFile(folder / names[k]) for k in kinds]
     settle, summary, manifest_file = files[0], files[-2], files[-1]
+    book = None
     try:
-        book = None
         if book_rows is not None:
             files[1].fh.close()  # the workbook writes its file itself
             book = SettlementWorkbook(files[1].tmp, COLUMNS, bd.day, book_rows)
@@ -268,6 +269,8 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         manifest_file.close()
         return manifest, files
     except BaseException:
+        if book is not None:
+            book.discard()
         for f in files:
             f.discard()
         raise
@@ -345,7 +348,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 version = record[2] + 1 if record is not None else 1
                 with phase("assign"):
                     cur.execute(q("export_assign"), {**window, "with_prior": record is None})
-                assigned = cur.rowcount
+                    assigned, runs = cur.fetchone()
                 status = "provisional" if not closed else ("restated" if record is not None else "final")
                 links = _links(cur, day, record[3] if record is not None else None)
                 with phase("checks"):

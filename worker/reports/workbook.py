@@ -24,6 +24,7 @@ member carries XlsxWriter's fixed timestamp.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import zipfile
@@ -132,6 +133,13 @@ class SettlementWorkbook:
                 info, data = final[name]
                 self._zip.writestr(info, data)
         finally:
+            self._zip.close()
+
+    def discard(self) -> None:
+        """Close the file half written (the caller removes it); never raises."""
+        with contextlib.suppress(Exception):
+            self._sheet.close()
+        with contextlib.suppress(Exception):
             self._zip.close()
 
     def _template(self, totals: list[dict[str, Any]]) -> bytes:
