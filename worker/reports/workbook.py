@@ -32,7 +32,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import xlsxwriter
@@ -199,7 +198,7 @@ def sheet_rows(raw: pa.Table, columns: list[str], first_row: int, styles: dict[s
     n = raw.num_rows
     if n == 0:
         return b""
-    numbers = pc.cast(pa.array(np.arange(first_row, first_row + n, dtype=np.int64)), pa.string())
+    numbers = pc.cast(pa.array(range(first_row, first_row + n), pa.int64()), pa.string())
     parts: list[Any] = ['<row r="', numbers, '">']
     for c, name in enumerate(columns):
         ref = f'<c r="{xl_col_to_name(c)}'
@@ -223,8 +222,9 @@ def sheet_rows(raw: pa.Table, columns: list[str], first_row: int, styles: dict[s
     rows = pc.binary_join_element_wise(*parts, "", null_handling="replace", null_replacement="")
     if isinstance(rows, pa.ChunkedArray):
         rows = rows.combine_chunks()
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset:rows.offset + n + 1]
-    return rows.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
+    # the rows' text lies end to end in the array's data buffer, between its first and last offsets
+    offsets = pa.Array.from_buffers(pa.int32(), n + 1, [None, rows.buffers()[1]], offset=rows.offset)
+    return rows.buffers()[2][offsets[0].as_py():offsets[n].as_py()].to_pybytes()
 
 
 def _text(column: Any) -> Any:
