@@ -105,14 +105,14 @@ def _db(name: str) -> str:
     return make_conninfo(**params)
 
 
-# the ceiling: the ledger rows of the day's file as PostgreSQL has them, to a file
+# the ceiling: the ledger rows of the day's file as PostgreSQL has them, to a file (the day's journal
+# entries, found through the runs that file them, sql/009, joined to their orders)
 BARE_COPY = """
 COPY (SELECT je.id, je.occurred_at, je.mch_id, je.kind, je.pay_order_id, je.original_order_id, je.currency, je.amount,
              o.channel, o.mch_order_no, o.fields ->> 'paySuccTime', o.card_type, o.card_num, o.auth_num, o.trans_num
-      FROM exported_entries x
-      JOIN journal_entries je ON je.id = x.entry_id
+      FROM filed_journal_entries je
       LEFT JOIN orders o ON o.pay_order_id = je.pay_order_id
-      WHERE x.export_date = %(day)s) TO STDOUT WITH (FORMAT csv)
+      WHERE je.export_date = %(day)s) TO STDOUT WITH (FORMAT csv)
 """
 
 

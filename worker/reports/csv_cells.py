@@ -79,7 +79,7 @@ def row_values(raw: pa.Table, day: date) -> pa.Table:
     """The values of the file's rows (VALUE_COLUMNS) from export_rows' raw rows, PostgreSQL's text
     for each value in an ISO session: `local_time` `2026-11-01 01:30:00-04` becomes
     `2026-11-01T01:30:00-04:00`, `utc_time` `2026-11-01 05:30:00` becomes `2026-11-01T05:30:00Z`
-    (fractions of a second dropped, as to_char's HH24:MI:SS did), an entry of an earlier business
+    (a fraction of a second, should one come, is dropped as to_char's HH24:MI:SS did), an entry of an earlier business
     day is a prior_day_adjustment, money out is negative in `signed_amount_cents`. Raises
     ValueError for a time PostgreSQL would not write in an ISO session."""
     n = raw.num_rows

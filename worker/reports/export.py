@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -51,7 +51,7 @@ from worker.reports.csv_cells import COLUMNS, PRIOR_DAY_ADJUSTMENT, csv_bytes, r
     summary_frame, table_csv
 from worker.reports.files import AtomicFile, commit_all, csv_rows_by_entry, file_names, manifest_bytes, manifest_name, \
     matches, paths
-from worker.reports.rows import day_rows
+from worker.reports.rows import read_ahead
 from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
 from worker.reports.workbook import SettlementWorkbook
 from worker.sqlfiles import q
@@ -113,6 +113,20 @@ def summary_rows(cur: psycopg.Cursor, day: date) -> list[dict[str, Any]]:
 def _ledger_totals(cur: psycopg.Cursor, day: date) -> dict[tuple[str, str, str], tuple[int, int, int]]:
     cur.execute(q("export_summary"), {"day": day})
     return {(m, c, sec): (int(n), int(g), int(r)) for m, c, sec, n, g, r in cur.fetchall()}
+
+
+def _ledger_check(cur: psycopg.Cursor, day: date) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Per merchant and currency: count, money in, money out of the clearing postings of the day's file."""
+    cur.execute(q("export_ledger_check"), {"day": day})
+    return {(m, c): (int(n), int(g), int(r)) for m, c, n, g, r in cur.fetchall()}
+
+
+def _per_merchant(found: dict[tuple[str, str, str], tuple[int, int, int]]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    out: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for (m, c, _), (n, g, r) in found.items():
+        was = out.get((m, c), (0, 0, 0))
+        out[(m, c)] = (was[0] + n, was[1] + g, was[2] + r)
+    return out
 
 
 def _summary(found: dict[tuple[str, str, str], tuple[int, int, int]]) -> list[dict[str, Any]]:
@@ -186,7 +200,7 @@ def _by_currency(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str, version: int,
                  links: dict[str, Any], phase: _Phases, book_rows: int | None,
-                 ledger: dict[tuple[str, str, str], tuple[int, int, int]],
+                 ledger: dict[tuple[str, str], tuple[int, int, int]],
                  omitted: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[AtomicFile]]:
     """Stream the day's rows from exported_entries into temporary files (the first `book_rows` of
     them into the workbook too; no workbook when None, `omitted` saying why); return the manifest
@@ -207,9 +221,9 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         adjustment_dates: set[str] = set()
         written: dict[tuple[str, str, str], list[int]] = {}
         settle.write(csv_bytes(pd.DataFrame(columns=COLUMNS), header=True))
-        with closing(day_rows(cur, bd.day)) as chunks:  # on an error, the COPY is cancelled before the rollback
+        with read_ahead(cur, bd.day) as chunks:  # on an error, the COPY is cancelled before the rollback
             while True:
-                with phase("rows"):  # PostgreSQL's query and COPY, and Arrow's parsing
+                with phase("rows"):  # waiting for PostgreSQL's query and COPY, and Arrow's parsing
                     raw = next(chunks, None)
                 if raw is None:
                     break
@@ -230,10 +244,10 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         with phase("csv"):
             settle.close()
         with phase("summary"):
-            found = {k: tuple(v) for k, v in written.items()}
-            if found != ledger:
-                raise ExportError(f"{bd.day}: the rows {_shown(found)} do not add up to the ledger's clearing "
-                                  f"postings {_shown(ledger)}; nothing written")
+            found = {k: (v[0], v[1], v[2]) for k, v in written.items()}
+            if _per_merchant(found) != ledger:
+                raise ExportError(f"{bd.day}: the rows {_shown(_per_merchant(found))} do not add up to the "
+                                  f"ledger's clearing postings {_shown(ledger)}; nothing written")
             totals = _summary(found)
             summary_df = summary_frame(totals, bd.day)
             summary.write(csv_bytes(summary_df, header=True))
@@ -276,7 +290,7 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
         raise
 
 
-def _shown(found: dict[tuple[str, str, str], Any]) -> dict[str, list[int]]:
+def _shown(found: dict[tuple[str, ...], Any]) -> dict[str, list[int]]:
     return {"/".join(k): list(v) for k, v in sorted(found.items())}
 
 
@@ -332,7 +346,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                     return ExportResult(bd, folder, paths(folder, stored), stored, "unchanged")
                 links = {k: stored[k] for k in LINK_KEYS if k in stored}
                 with phase("checks"):
-                    ledger = _ledger_totals(cur, day)
+                    ledger = _ledger_check(cur, day)
                 manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links, phase,
                                                _workbook_rows_of(stored), ledger, stored.get("workbook_omitted"))
                 if manifest != stored:
@@ -352,7 +366,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 status = "provisional" if not closed else ("restated" if record is not None else "final")
                 links = _links(cur, day, record[3] if record is not None else None)
                 with phase("checks"):
-                    ledger = _ledger_totals(cur, day)
+                    ledger = _ledger_check(cur, day)
                 (n_rows,) = cur.execute(q("export_row_count"), {"day": day}).fetchone()
                 book_rows, omitted = min(n_rows, workbook_limit, MAX_WORKBOOK_ROWS), None
                 if n_rows > workbook_max_rows:
@@ -426,14 +440,13 @@ def _workbook_rows_of(manifest: dict[str, Any]) -> int | None:
     return manifest["files"][name]["rows"] if name in manifest["files"] else None
 
 
-def _check_adds_up(day: date, manifest: dict[str, Any], ledger: dict[tuple[str, str, str], tuple[int, int, int]]) -> None:
+def _check_adds_up(day: date, manifest: dict[str, Any], ledger: dict[tuple[str, str], tuple[int, int, int]]) -> None:
     """The manifest must add up to the ledger's clearing postings of the entries its files hold, or
     nothing is written."""
-    totals = _summary(ledger)
+    totals = _summary({(m, c, SECTIONS[0]): v for (m, c), v in ledger.items()})
     want = (_by_currency(totals), [r for r in totals if r["section"] == "total"],
-            {s: sum(n for (_, _, sec), (n, _, _) in ledger.items() if sec == s) for s in SECTIONS[:2]})
-    got = (manifest["totals"], manifest["totals_by_merchant"],
-           {SECTIONS[0]: manifest["rows"]["business_day"], SECTIONS[1]: manifest["rows"]["prior_day_adjustments"]})
+            sum(n for n, _, _ in ledger.values()))
+    got = (manifest["totals"], manifest["totals_by_merchant"], sum(manifest["rows"].values()))
     if got != want:
         raise ExportError(f"{day}: the files do not add up to the ledger (files {got[0]}, ledger {want[0]}); "
                           "nothing written")
