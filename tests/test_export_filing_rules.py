@@ -123,18 +123,20 @@ def test_a_day_filed_as_runs_holds_each_entry_once_and_a_gap_splits_a_run(conn, 
                         "ORDER BY 1").fetchall() == [(e, RUN_DAY, True) for e in entries]
     assert (n_rows(conn, "entries_awaiting_file"), n_rows(conn, "filing_checks")) == (0, 0)
     # in a second file too: never, as a run or alone
-    exc = refused(conn, errors.ExclusionViolation, lambda: conn.execute(FILE_RUN, ("2099-01-03", entries[1], entries[1])))
+    later = "2099-01-03"
+    exc = refused(conn, errors.ExclusionViolation, lambda: conn.execute(FILE_RUN, (later, entries[1], entries[1])))
     assert exc.diag.constraint_name == "filed_runs_no_overlap"
-    exc = refused(conn, errors.UniqueViolation, lambda: conn.execute(FILE_RUN, ("2099-01-03", entries[2], entries[2])))
+    exc = refused(conn, errors.UniqueViolation, lambda: conn.execute(FILE_RUN, (later, entries[2], entries[2])))
     assert exc.diag.constraint_name == "filed_runs_filed_once" and str(entries[2]) in str(exc)
-    exc = refused(conn, errors.UniqueViolation, lambda: conn.execute(FILE_ONE, (entries[4], "2099-01-03", "2099-01-03")))
+    exc = refused(conn, errors.UniqueViolation, lambda: conn.execute(FILE_ONE, (entries[4], later, later)))
     assert exc.diag.constraint_name == "filed_runs_filed_once" and str(entries[4]) in str(exc)
 
 
 def test_a_run_holds_journal_entries_only(conn, entries):
     conn.execute(FILE_DAY, (RUN_DAY,))
     conn.execute("DELETE FROM entries_awaiting_file")
-    exc = refused(conn, errors.ForeignKeyViolation, lambda: conn.execute(FILE_RUN, (RUN_DAY, entries[3], entries[4] + 1)))
+    beyond = (RUN_DAY, entries[3], entries[4] + 1)
+    exc = refused(conn, errors.ForeignKeyViolation, lambda: conn.execute(FILE_RUN, beyond))
     assert exc.diag.constraint_name == "filed_runs_entry_id_fkey"
     conn.execute(FILE_DAY, (RUN_DAY,))
     conn.execute("DELETE FROM entries_awaiting_file")

@@ -121,7 +121,8 @@ def _ledger_check(cur: psycopg.Cursor, day: date) -> dict[tuple[str, str], tuple
     return {(m, c): (int(n), int(g), int(r)) for m, c, n, g, r in cur.fetchall()}
 
 
-def _per_merchant(found: dict[tuple[str, str, str], tuple[int, int, int]]) -> dict[tuple[str, str], tuple[int, int, int]]:
+def _per_merchant(found: dict[tuple[str, str, str], tuple[int, int, int]]
+                  ) -> dict[tuple[str, str], tuple[int, int, int]]:
     out: dict[tuple[str, str], tuple[int, int, int]] = {}
     for (m, c, _), (n, g, r) in found.items():
         was = out.get((m, c), (0, 0, 0))
