@@ -116,9 +116,11 @@ COPY (SELECT je.id, je.occurred_at, je.mch_id, je.kind, je.pay_order_id, je.orig
 """
 
 
-def _copy_to_file(conn: psycopg.Connection, stmt: str, path: Path) -> int:
+def _copy_to_file(conn: psycopg.Connection, stmt: str, path: Path, session: str | None = None) -> int:
     with conn.cursor() as cur, open(path, "wb") as fh:
         cur.execute("SELECT set_config('TimeZone', %s, false)", (TZ.key,))
+        if session:  # the export's own session settings (its zone, ISO dates, memory to sort in)
+            cur.execute(session, {"tz": TZ.key})
         with cur.copy(stmt, {"day": DAY}) as copy:
             for block in copy:
                 fh.write(block)
@@ -148,7 +150,7 @@ def _child(kind: str, url: str, out: str, q: mp.Queue) -> None:
             rows = _copy_to_file(conn, BARE_COPY, Path(out) / "copy.csv")
         elif kind == "copy_query":
             stmt = "COPY (" + query("export_rows") + ") TO STDOUT WITH (FORMAT csv, HEADER)"
-            rows = _copy_to_file(conn, stmt, Path(out) / "copy_query.csv") - 1
+            rows = _copy_to_file(conn, stmt, Path(out) / "copy_query.csv", query("export_session_tz")) - 1
         elif kind == "verify":
             r = verify_files(conn, Path(out), TZ, now=business_day(DAY, TZ).end)
             rows, extra = r.files_checked, {"findings": len(r.findings)}
