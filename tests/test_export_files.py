@@ -207,8 +207,8 @@ def test_late_events_become_prior_day_adjustments(conn: psycopg.Connection, tmp_
     assert third.manifest["rows"] == {"business_day": 0, "prior_day_adjustments": 0}
     # every entry is in exactly one file
     (n_entries,) = conn.execute("SELECT count(*) FROM journal_entries").fetchone()
-    (n_exported,) = conn.execute("SELECT count(DISTINCT entry_id) FROM exported_entries").fetchone()
-    assert n_entries == n_exported == 5
+    (n_exported, n_distinct) = conn.execute("SELECT count(*), count(DISTINCT entry_id) FROM filed_entries").fetchone()
+    assert n_entries == n_exported == n_distinct == 5
 
 
 def test_a_changed_closed_day_is_refused_and_nothing_is_half_written(conn: psycopg.Connection, tmp_path: Path) -> None:
@@ -271,7 +271,7 @@ def test_an_error_while_the_rows_stream_cancels_the_copy_and_writes_nothing(conn
     with pytest.raises(OSError, match="No space"):
         export(conn, FALL_BACK, tmp_path)
     assert not (tmp_path / str(FALL_BACK)).exists() or os.listdir(tmp_path / str(FALL_BACK)) == []
-    assert conn.execute("SELECT count(*) FROM exported_entries").fetchone() == (0,)  # the connection still works
+    assert conn.execute("SELECT count(*) FROM filed_entries").fetchone() == (0,)  # the connection still works
     monkeypatch.undo()
     monkeypatch.setattr(rows_module, "CHUNK_ROWS", 2)
     assert export(conn, FALL_BACK, tmp_path).manifest["rows"] == {"business_day": 8, "prior_day_adjustments": 1}

@@ -122,10 +122,10 @@ def test_an_open_day_is_provisional_and_records_nothing(conn: psycopg.Connection
     assert r.status == "provisional" and r.manifest["status"] == "provisional"
     assert r.totals["CAD"]["net_cents"] == -4749
     assert conn.execute("SELECT count(*) FROM settlement_exports WHERE export_date = %s", (DAY,)).fetchone() == (0,)
-    assert conn.execute("SELECT count(*) FROM exported_entries WHERE export_date = %s", (DAY,)).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM filed_entries WHERE export_date = %s", (DAY,)).fetchone() == (0,)
     final = export(conn, DAY, tmp_path, now=AFTER)
     assert final.status == "final" and final.manifest["status"] == "final"
-    assert conn.execute("SELECT count(*) FROM exported_entries WHERE export_date = %s", (DAY,)).fetchone() == (3,)
+    assert conn.execute("SELECT count(*) FROM filed_entries WHERE export_date = %s", (DAY,)).fetchone() == (3,)
 
 
 def test_a_day_with_only_prior_day_adjustments_still_has_its_business_day_row(conn: psycopg.Connection,

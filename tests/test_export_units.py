@@ -6,7 +6,7 @@ they run first for each mutant of those modules."""
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -153,3 +153,75 @@ def test_changes_list_added_removed_and_changed_entries_in_numeric_order():
 def test_changes_without_the_old_file_cannot_be_listed():
     assert _changes(None, {"1": {}}) == {"known": False,
                                          "note": "the superseded settlement file is missing: changes cannot be listed"}
+
+
+# ---------------------------------------------------------------------------------------------- the workbook's rows
+def _reference_workbook(path: Path, rows: list[list], day: date) -> None:
+    """The settlement sheet as XlsxWriter writes it one cell at a time (what workbook.py rendered
+    before its rows were rendered on Arrow columns)."""
+    import xlsxwriter
+
+    from worker.money import units
+
+    book = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_numbers": False,
+                                           "strings_to_formulas": False, "strings_to_urls": False})
+    bold, money = book.add_format({"bold": True}), book.add_format({"num_format": "#,##0.00;-#,##0.00"})
+    when = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+    sheet = book.add_worksheet("settlement")
+    for c, name in enumerate(COLUMNS):
+        sheet.write_string(0, c, name, bold)
+    for r, rec in enumerate(rows, start=1):
+        for c, value in enumerate(rec):
+            name = COLUMNS[c]
+            if value is None or value == "":
+                continue
+            if name in ("amount", "signed_amount"):
+                sheet.write_number(r, c, units(value), money)
+            elif name in ("amount_cents", "signed_amount_cents", "entry_id"):
+                sheet.write_number(r, c, int(value))
+            elif name == "local_time":
+                sheet.write_datetime(r, c, datetime.fromisoformat(str(value)[:19]), when)
+            else:
+                sheet.write_string(r, c, str(value))
+    book.close()
+
+
+HOSTILE = [" lead", "trail ", "a&b<c>d</t>", "x\x01y\x1fz", "_x0041_", "\u00a0nb", "=1+1", "\ttab", "", None,
+           "<r>raw</r>", "\u2028", "é✓"]
+
+
+def test_the_workbook_rows_hold_what_xlsxwriter_writes_cell_by_cell(tmp_path):
+    import openpyxl
+    import pyarrow as pa
+
+    from worker.reports.csv_cells import VALUE_COLUMNS
+    from worker.reports.workbook import SettlementWorkbook
+
+    day = date(2026, 11, 1)
+    n = len(HOSTILE)
+    values = {c: [f"v-{c}-{i}" for i in range(n)] for c in VALUE_COLUMNS}
+    values.update(mch_order_no=HOSTILE, auth_num=list(reversed(HOSTILE)), original_order_id=[None] * n,
+                  local_time=[f"2026-11-01T{i:02d}:{(i * 7) % 60:02d}:07-04:00" for i in range(n)],
+                  amount_cents=[i * 997 + 1 for i in range(n)], entry_id=[10**12 + i for i in range(n)],
+                  signed_amount_cents=[-(i * 997 + 1) if i % 2 else i * 997 + 1 for i in range(n)])
+    table = pa.table({c: values[c] for c in VALUE_COLUMNS})
+    book = SettlementWorkbook(tmp_path / "new.xlsx", COLUMNS, day, n)
+    book.add(table.slice(0, 5))
+    book.add(table.slice(5))  # chunks continue the row numbers
+    book.close([])
+    records = list(workbook_rows(zip(*(table.column(c).to_pylist() for c in VALUE_COLUMNS)), VALUE_COLUMNS))
+    _reference_workbook(tmp_path / "ref.xlsx", records, day)
+
+    def cells(path: Path) -> list:
+        sheet = openpyxl.load_workbook(path)["settlement"]
+        return [[(c.value, c.data_type, c.number_format) for c in row] for row in sheet.iter_rows()]
+
+    got, want = cells(tmp_path / "new.xlsx"), cells(tmp_path / "ref.xlsx")
+    # one difference, on purpose: XlsxWriter writes a text that looks like its own rich-text XML
+    # ("<r>...</r>") into the file as XML (the cell comes back empty); here it is text like any other
+    raw_xml = [(r, c) for r, row in enumerate(want) for c, cell in enumerate(row) if cell == ("", "s", "General")]
+    assert [got[r][c][0] for r, c in raw_xml] == ["<r>raw</r>"] * 2
+    for r, c in raw_xml:
+        got[r][c] = want[r][c]
+    assert len(got) == n + 1 and got == want
+    assert [r[COLUMNS.index("mch_order_no")][0] for r in got[1:4]] == [" lead", "trail ", "a&b<c>d</t>"]

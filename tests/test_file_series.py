@@ -48,7 +48,7 @@ def export(conn, d, out, **kw):
 
 def filed(conn, pay_order_id: str) -> list[date]:
     """The days whose file holds this order's entries (one per entry: exactly one file)."""
-    rows = conn.execute("SELECT x.export_date FROM exported_entries x JOIN journal_entries je ON je.id = x.entry_id "
+    rows = conn.execute("SELECT x.export_date FROM filed_entries x JOIN journal_entries je ON je.id = x.entry_id "
                         "WHERE je.pay_order_id = %s", (pay_order_id,)).fetchall()
     conn.rollback()
     return [r[0] for r in rows]
@@ -390,6 +390,37 @@ def test_a_workbook_given_fewer_rows_says_so_and_a_closed_day_keeps_its_count(co
         f.unlink()
     again = export(conn, day(20), tmp_path)  # regenerated with the count it was closed with
     assert again.status == "restored" and {k: v.read_bytes() for k, v in again.files.items()} == original
+
+
+def test_a_day_above_the_workbook_limit_has_no_workbook_and_verify_knows_it(conn, tmp_path):
+    for i in range(3):
+        post(conn, f"PC-{i}", 100 + i, noon(day(20)) + timedelta(minutes=i))
+    post(conn, "PC-NEXT", 100, noon(day(21)))
+    r = export(conn, day(20), tmp_path, workbook_max_rows=2)
+    assert sorted(p.name for p in r.folder.iterdir()) == [
+        "manifest-2026-11-20.json", "settlement-2026-11-20.csv", "summary-2026-11-20.csv"]
+    assert sorted(r.files) == ["manifest", "settlement", "summary"]
+    assert sorted(r.manifest["files"]) == ["settlement-2026-11-20.csv", "summary-2026-11-20.csv"]
+    assert {k: v for k, v in r.manifest["workbook_omitted"].items() if k != "note"} == {
+        "rows": 3, "workbook_max_rows": 2}
+    assert "IOTLEDGER_WORKBOOK_MAX_ROWS" in r.manifest["workbook_omitted"]["note"]
+    assert [x["pay_order_id"] for x in read_rows(r.files["settlement"])] == ["PC-0", "PC-1", "PC-2"]
+    # a day at the limit has its workbook, complete
+    r21 = export(conn, day(21), tmp_path, workbook_max_rows=1)
+    assert r21.manifest["files"]["settlement-2026-11-21.xlsx"]["complete"] is True
+    assert "workbook_omitted" not in r21.manifest
+    assert verify(conn, tmp_path).ok
+    # a closed day given back keeps what it was closed with, whatever the limit is now
+    original = {k: v.read_bytes() for k, v in r.files.items()}
+    r.files["settlement"].unlink()
+    again = export(conn, day(20), tmp_path)
+    assert again.status == "restored" and {k: v.read_bytes() for k, v in again.files.items()} == original
+    assert not (r.folder / "settlement-2026-11-20.xlsx").exists()
+    # a workbook put where the series has none is not part of it
+    (r.folder / "settlement-2026-11-20.xlsx").write_bytes(b"PK forged")
+    report = verify(conn, tmp_path)
+    assert [(f.check, f.file) for f in report.findings] == [("file", "settlement-2026-11-20.xlsx")]
+    assert "says the day has no workbook (3 rows, more than 2)" in report.findings[0].detail
 
 
 def test_a_provisional_export_is_named_as_provisional(conn, tmp_path):

@@ -198,7 +198,8 @@ class Clock:
         tz = self.settings.settlement_tz
         with psycopg.connect(self.database_url) as conn:
             result = reconcile(conn, day, tz, self.sink)
-            exported = export_day(conn, day, tz, self.out_dir, now=now)
+            exported = export_day(conn, day, tz, self.out_dir, now=now,
+                                  workbook_max_rows=self.settings.workbook_max_rows)
             with conn.cursor() as cur:
                 totals = summary_rows(cur, day)
             conn.commit()

@@ -58,6 +58,10 @@ DEFAULT_CONSOLE_SESSION_HOURS = 12
 DEFAULT_CONSOLE_SIGNIN_FAILURES = 5
 DEFAULT_CONSOLE_SIGNIN_WINDOW_SECONDS = 900
 MIN_CONSOLE_SECRET_CHARS = 32
+# a business day with more settlement rows than this gets no workbook (its CSV is the file): a sheet
+# of 100,000 rows is one a person can still work in, and costs the export about a second
+DEFAULT_WORKBOOK_MAX_ROWS = 100_000
+EXCEL_MAX_ROWS = 1_048_575  # a sheet's rows below its header
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -92,6 +96,13 @@ def _batch_size(env: Mapping[str, str]) -> int:
     value = _int(env, "IOTLEDGER_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1)
     if value > MAX_BATCH_SIZE:
         raise ConfigError("IOTLEDGER_BATCH_SIZE", f"must be <= {MAX_BATCH_SIZE}, got {value}")
+    return value
+
+
+def _workbook_max_rows(env: Mapping[str, str]) -> int:
+    value = _int(env, "IOTLEDGER_WORKBOOK_MAX_ROWS", DEFAULT_WORKBOOK_MAX_ROWS, 0)
+    if value > EXCEL_MAX_ROWS:
+        raise ConfigError("IOTLEDGER_WORKBOOK_MAX_ROWS", f"must be <= {EXCEL_MAX_ROWS} (a sheet's rows), got {value}")
     return value
 
 
@@ -173,6 +184,7 @@ class Settings:
     console_session_hours: int = DEFAULT_CONSOLE_SESSION_HOURS
     console_signin_failures: int = DEFAULT_CONSOLE_SIGNIN_FAILURES
     console_signin_window_seconds: int = DEFAULT_CONSOLE_SIGNIN_WINDOW_SECONDS
+    workbook_max_rows: int = DEFAULT_WORKBOOK_MAX_ROWS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +227,7 @@ class Settings:
             console_signin_failures=_int(env, "IOTLEDGER_CONSOLE_SIGNIN_FAILURES", DEFAULT_CONSOLE_SIGNIN_FAILURES, 1),
             console_signin_window_seconds=_int(env, "IOTLEDGER_CONSOLE_SIGNIN_WINDOW_SECONDS",
                                                DEFAULT_CONSOLE_SIGNIN_WINDOW_SECONDS, 1),
+            workbook_max_rows=_workbook_max_rows(env),
         )
 
 

@@ -81,7 +81,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     with connect() as conn:
         try:
-            result = export_day(conn, day, s.settlement_tz, Path(args.out), restate=args.restate)
+            result = export_day(conn, day, s.settlement_tz, Path(args.out), restate=args.restate,
+                                workbook_max_rows=s.workbook_max_rows)
         except ExportError as exc:
             print(f"iotledger export: {exc}", file=sys.stderr)
             return 2 if isinstance(exc, FileClashError) else 1  # a folder to fix (2), or a finding (1)
@@ -96,7 +97,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     print(f"{result.status} settlement files for {day} ({m['timezone']}, version {m['version']}) in {result.folder}:")
     for key in ("settlement", "workbook", "summary", "manifest"):
-        print(f"  {result.files[key]}")
+        if key in result.files:
+            print(f"  {result.files[key]}")
+    if "workbook_omitted" in m:
+        print(f"  no workbook: {m['workbook_omitted']['rows']} rows, more than IOTLEDGER_WORKBOOK_MAX_ROWS "
+              f"({m['workbook_omitted']['workbook_max_rows']}); the CSV is the file")
     changes = m.get("changes")
     if changes and changes.get("known"):
         print(f"  supersedes version {m['supersedes']['version']}: {len(changes['added'])} row(s) added, "

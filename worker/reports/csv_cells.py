@@ -6,9 +6,11 @@ with = + - @ (or tab, CR) is prefixed with an apostrophe. Numbers are numbers:
 given twice, integer cents and the same as a decimal string; the summary's decimal columns are
 accounting amounts ('(12.34)' for a negative net).
 
-The settlement rows are formatted a column at a time on Arrow arrays (`settlement_table`) and
-written by Arrow's CSV writer (`table_csv`): a million rows never become a million Python
-objects. Its quoting is the csv module's QUOTE_NONNUMERIC that the summary is written with:
+The settlement rows are formatted a column at a time on Arrow arrays and written by Arrow's CSV
+writer: PostgreSQL's plain text of each value (export_rows) becomes the row's values
+(`row_values`: the settlement date, the record, ISO times with their offset, the signed amount),
+then the CSV's cells (`settlement_table`: decimal strings, defused text), then bytes
+(`table_csv`). A million rows never become a million Python objects. Its quoting is the csv module's QUOTE_NONNUMERIC that the summary is written with:
 every text cell quoted (an empty or missing one as ""), numbers bare, LF line ends, UTF-8, so
 the bytes are the same as when pandas wrote the rows. The pandas helpers (`defuse`,
 `settlement_frame`) are the same rules for a Series or a list of rows.
@@ -69,8 +71,48 @@ def raw_types(names: list[str]) -> dict[str, pa.DataType]:
     return {n: pa.int64() if n in INTEGER_COLUMNS else pa.string() for n in names}
 
 
+VALUE_COLUMNS = [c for c in COLUMNS if c not in MONEY_COLUMNS]  # a row's values: money in cents only
+PRIOR_DAY_ADJUSTMENT = "prior_day_adjustment"
+
+
+def row_values(raw: pa.Table, day: date) -> pa.Table:
+    """The values of the file's rows (VALUE_COLUMNS) from export_rows' raw rows, PostgreSQL's text
+    for each value in an ISO session: `local_time` `2026-11-01 01:30:00-04` becomes
+    `2026-11-01T01:30:00-04:00`, `utc_time` `2026-11-01 05:30:00` becomes `2026-11-01T05:30:00Z`
+    (a fraction of a second, should one come, is dropped as to_char's HH24:MI:SS did), an entry of an earlier business
+    day is a prior_day_adjustment, money out is negative in `signed_amount_cents`. Raises
+    ValueError for a time PostgreSQL would not write in an ISO session."""
+    n = raw.num_rows
+    business = raw.column("business_date")
+    amount = raw.column("amount_cents")
+    local = _whole_seconds(raw.column("local_time"))
+    width = pc.binary_length(local)
+    if not pc.all(pc.is_in(width, value_set=pa.array([22, 25, 28], pa.int32()))).as_py():
+        raise ValueError("local_time: not an ISO timestamp with a zone offset")
+    local = pc.if_else(pc.equal(width, 22), pc.binary_join_element_wise(local, ":00", ""),  # -04 -> -04:00
+                       pc.utf8_slice_codeunits(local, 0, 25))  # +05:53:28 (a zone's old local mean time) -> +05:53
+    utc = _whole_seconds(raw.column("utc_time"))
+    if not pc.all(pc.equal(pc.binary_length(utc), 19)).as_py():
+        raise ValueError("utc_time: not an ISO timestamp")
+    values = {
+        "settlement_date": pa.repeat(pa.scalar(str(day)), n),
+        "business_date": business,
+        "record": pc.if_else(pc.less(business, str(day)), PRIOR_DAY_ADJUSTMENT, "transaction"),
+        "local_time": pc.utf8_replace_slice(local, 10, 11, "T"),
+        "utc_time": pc.binary_join_element_wise(pc.utf8_replace_slice(utc, 10, 11, "T"), "Z", ""),
+        "signed_amount_cents": pc.if_else(pc.equal(raw.column("direction"), "in"), amount, pc.negate_checked(amount)),
+    }
+    return pa.table([values[c] if c in values else raw.column(c) for c in VALUE_COLUMNS], names=VALUE_COLUMNS)
+
+
+def _whole_seconds(text: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    if pc.any(pc.match_substring(text, ".")).as_py():
+        return pc.replace_substring_regex(text, r"\.\d+", "")
+    return text
+
+
 def settlement_table(raw: pa.Table) -> pa.Table:
-    """The CSV's cells of raw rows (export_rows' columns): COLUMNS in order, money as decimal strings
+    """The CSV's cells of the rows' values (row_values): COLUMNS in order, money as decimal strings
     beside the cents, text cells defused, missing text cells null."""
     cells = []
     for col in COLUMNS:
@@ -84,7 +126,7 @@ def settlement_table(raw: pa.Table) -> pa.Table:
 
 
 def settlement_frame(rows: list[tuple], names: list[str]) -> pd.DataFrame:
-    """`settlement_table` for raw rows given as tuples (integers may come as text), as a DataFrame."""
+    """`settlement_table` for rows' values given as tuples (integers may come as text), as a DataFrame."""
     df = pd.DataFrame.from_records(rows, columns=names)
     types = raw_types(names)
     raw = pa.table({n: pa.array(df[n].astype("int64") if n in INTEGER_COLUMNS else df[n].astype("object"),

@@ -14,7 +14,8 @@ Rules (why the code looks the way it does):
 - Same ledger, same bytes: rows come in a fixed order, nothing in any file depends on the time
   of the export, and the manifest's JSON keys are sorted.
 - Each journal entry goes into exactly one day's file: an export takes the entries still in
-  `entries_awaiting_file` (filled by a trigger on every new entry) dated before the day's end.
+  `entries_awaiting_file` (filled by a trigger on every new entry) dated before the day's end,
+  and files them as runs of consecutive entry ids (`filed_runs`, a row per run, sql/009).
   Those of earlier days (a late notify, an old day closed late, a backfill) are
   `prior_day_adjustment` rows, in their own summary section and named in the manifest.
 - The manifest names the previous closed day's manifest and its SHA-256: the series is a chain
@@ -29,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -43,12 +44,14 @@ import pyarrow.compute as pc
 from psycopg.types.json import Jsonb
 
 from worker import db, logs
+from worker.config import DEFAULT_WORKBOOK_MAX_ROWS
 from worker.errors import IotLedgerError
 from worker.reports.businessday import BusinessDay, business_day
-from worker.reports.csv_cells import COLUMNS, csv_bytes, settlement_table, summary_frame, table_csv, workbook_rows
+from worker.reports.csv_cells import COLUMNS, PRIOR_DAY_ADJUSTMENT, csv_bytes, row_values, settlement_table, \
+    summary_frame, table_csv
 from worker.reports.files import AtomicFile, commit_all, csv_rows_by_entry, file_names, manifest_bytes, manifest_name, \
     matches, paths
-from worker.reports.rows import day_rows
+from worker.reports.rows import read_ahead
 from worker.reports.workbook import MAX_ROWS as MAX_WORKBOOK_ROWS
 from worker.reports.workbook import SettlementWorkbook
 from worker.sqlfiles import q
@@ -61,6 +64,11 @@ NOTE = ("Rows with record=prior_day_adjustment are transactions of an earlier bu
         "amount_cents/amount are always positive with direction 'in' (money IOTPay owes the merchant: pays) "
         "or 'out' (money returned: refunds, voids); signed_amount_cents/signed_amount are negative for 'out', "
         "so summing them gives the net. net = gross - refunds. Totals are per merchant and currency.")
+
+
+WORKBOOK_OMITTED = ("This day has more rows than a workbook is written for (IOTLEDGER_WORKBOOK_MAX_ROWS): "
+                    "the settlement CSV is the file. Import it with its text columns as text (identifiers "
+                    "keep their digits), or export the day again with a larger limit to another folder.")
 
 
 class ExportError(IotLedgerError):
@@ -96,10 +104,33 @@ class ExportResult:
 
 def summary_rows(cur: psycopg.Cursor, day: date) -> list[dict[str, Any]]:
     """Per merchant, currency and section of one day's file: count and cents (Python integers),
-    with a `total` section per merchant and currency. The one source of the summary CSV, the
-    workbook's totals, the manifest and the daily summary alert."""
+    with a `total` section per merchant and currency, from the ledger's clearing postings
+    (export_summary). The export writes the same totals from the rows it writes, and writes
+    nothing when they differ; the daily summary alert reads them from here. Raises psycopg errors."""
+    return _summary(_ledger_totals(cur, day))
+
+
+def _ledger_totals(cur: psycopg.Cursor, day: date) -> dict[tuple[str, str, str], tuple[int, int, int]]:
     cur.execute(q("export_summary"), {"day": day})
-    found = {(m, c, sec): (int(n), int(g), int(r)) for m, c, sec, n, g, r in cur.fetchall()}
+    return {(m, c, sec): (int(n), int(g), int(r)) for m, c, sec, n, g, r in cur.fetchall()}
+
+
+def _ledger_check(cur: psycopg.Cursor, day: date) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """Per merchant and currency: count, money in, money out of the clearing postings of the day's file."""
+    cur.execute(q("export_ledger_check"), {"day": day})
+    return {(m, c): (int(n), int(g), int(r)) for m, c, n, g, r in cur.fetchall()}
+
+
+def _per_merchant(found: dict[tuple[str, str, str], tuple[int, int, int]]
+                  ) -> dict[tuple[str, str], tuple[int, int, int]]:
+    out: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for (m, c, _), (n, g, r) in found.items():
+        was = out.get((m, c), (0, 0, 0))
+        out[(m, c)] = (was[0] + n, was[1] + g, was[2] + r)
+    return out
+
+
+def _summary(found: dict[tuple[str, str, str], tuple[int, int, int]]) -> list[dict[str, Any]]:
     out = []
     for mch_id, currency in sorted({(m, c) for m, c, _ in found}):
         total = [0, 0, 0]
@@ -114,14 +145,26 @@ def summary_rows(cur: psycopg.Cursor, day: date) -> list[dict[str, Any]]:
     return out
 
 
-def _accumulate(acc: dict[str, list[int]], cells: pa.Table) -> None:
-    """Count and signed net per currency of the rows written, in Python integers (never int64 sums)."""
-    currency, signed = cells.column("currency"), cells.column("signed_amount_cents")
-    for code in pc.unique(currency).to_pylist():
-        part = pc.filter(signed, pc.equal(currency, code)).to_pylist()
-        slot = acc.setdefault(str(code).lstrip("'"), [0, 0])
-        slot[0] += len(part)
-        slot[1] += sum(part)
+_EXACT = pa.decimal128(38, 0)  # sums of cents in Arrow, never int64 (which could wrap)
+
+
+def _accumulate(acc: dict[tuple[str, str, str], list[int]], values: pa.Table) -> None:
+    """Count, money in and money out per merchant, currency and section of the rows written
+    (their values, before any cell rule), in Python integers."""
+    money_in = pc.equal(values.column("direction"), "in")
+    amount = pc.cast(values.column("amount_cents"), _EXACT)
+    zero = pa.scalar(0, _EXACT)
+    part = pa.table({
+        "m": values.column("mch_id"), "c": values.column("currency"),
+        "s": pc.if_else(pc.equal(values.column("record"), PRIOR_DAY_ADJUSTMENT), SECTIONS[1], SECTIONS[0]),
+        "g": pc.if_else(money_in, amount, zero), "r": pc.if_else(money_in, zero, amount)})
+    groups = part.group_by(["m", "c", "s"]).aggregate([("g", "count"), ("g", "sum"), ("r", "sum")])
+    for m, c, sec, n, g, r in zip(*(col.to_pylist() for col in groups.select(
+            ["m", "c", "s", "g_count", "g_sum", "r_sum"]).columns)):
+        slot = acc.setdefault((m, c, sec), [0, 0, 0])
+        slot[0] += n
+        slot[1] += int(g)
+        slot[2] += int(r)
 
 
 class _Phases:
@@ -157,53 +200,69 @@ def _by_currency(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 
 def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str, version: int,
-                 links: dict[str, Any], phase: _Phases,
-                 workbook_limit: int = MAX_WORKBOOK_ROWS) -> tuple[dict[str, Any], list[AtomicFile]]:
-    """Stream the day's rows from exported_entries into temporary files (the first `workbook_limit`
-    of them into the workbook too); return the manifest and the files."""
+                 links: dict[str, Any], phase: _Phases, book_rows: int | None,
+                 ledger: dict[tuple[str, str], tuple[int, int, int]],
+                 omitted: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[AtomicFile]]:
+    """Stream the day's rows from exported_entries into temporary files (the first `book_rows` of
+    them into the workbook too; no workbook when None, `omitted` saying why); return the manifest
+    and the files. Raises ExportError when the rows do not add up to the `ledger`'s totals."""
     names = file_names(bd.day, version, status)
     folder.mkdir(parents=True, exist_ok=True)
-    settle, workbook_file, summary, manifest_file = files = [
-        AtomicFile(folder / names[k]) for k in ("settlement", "workbook", "summary", "manifest")]
+    kinds = ("settlement", "workbook", "summary", "manifest") if book_rows is not None else \
+        ("settlement", "summary", "manifest")
+    files = [AtomicFile(folder / names[k]) for k in kinds]
+    settle, summary, manifest_file = files[0], files[-2], files[-1]
+    book = None
     try:
-        workbook_file.fh.close()  # XlsxWriter writes the file itself, at close
-        book = SettlementWorkbook(workbook_file.tmp, COLUMNS, bd.day)
+        if book_rows is not None:
+            files[1].fh.close()  # the workbook writes its file itself
+            book = SettlementWorkbook(files[1].tmp, COLUMNS, bd.day, book_rows)
         cur.execute(q("export_session_tz"), {"tz": bd.tz_name})
         rows_out = n_adj = 0
         adjustment_dates: set[str] = set()
-        written: dict[str, list[int]] = {}
+        written: dict[tuple[str, str, str], list[int]] = {}
         settle.write(csv_bytes(pd.DataFrame(columns=COLUMNS), header=True))
-        with closing(day_rows(cur, bd.day)) as chunks:  # on an error, the COPY is cancelled before the rollback
+        with read_ahead(cur, bd.day) as chunks:  # on an error, the COPY is cancelled before the rollback
             while True:
-                with phase("rows"):  # PostgreSQL's query and COPY, and Arrow's parsing
+                with phase("rows"):  # waiting for PostgreSQL's query and COPY, and Arrow's parsing
                     raw = next(chunks, None)
                 if raw is None:
                     break
                 with phase("format"):
-                    cells = settlement_table(raw)
-                    _accumulate(written, cells)
-                    adjusting = pc.equal(cells.column("record"), "prior_day_adjustment")
-                    adj = pc.filter(cells.column("business_date"), adjusting)
+                    values = row_values(raw, bd.day)
+                    cells = settlement_table(values)
+                    _accumulate(written, values)
+                    adjusting = pc.equal(values.column("record"), PRIOR_DAY_ADJUSTMENT)
+                    adj = pc.filter(values.column("business_date"), adjusting)
                     n_adj += len(adj)
                     adjustment_dates.update(pc.unique(adj).to_pylist())
                 with phase("csv"):
                     settle.write(table_csv(cells, header=False))
-                room = workbook_limit - book.rows
-                if room > 0:
+                if book is not None and book.rows < book.planned:
                     with phase("workbook"):
-                        part = raw.slice(0, room)
-                        book.add(workbook_rows(zip(*(c.to_pylist() for c in part.columns)), part.column_names))
+                        book.add(values.slice(0, book.planned - book.rows))
                 rows_out += raw.num_rows
         with phase("csv"):
             settle.close()
         with phase("summary"):
-            totals = summary_rows(cur, bd.day)
+            found = {k: (v[0], v[1], v[2]) for k, v in written.items()}
+            if _per_merchant(found) != ledger:
+                raise ExportError(f"{bd.day}: the rows {_shown(_per_merchant(found))} do not add up to the "
+                                  f"ledger's clearing postings {_shown(ledger)}; nothing written")
+            totals = _summary(found)
             summary_df = summary_frame(totals, bd.day)
             summary.write(csv_bytes(summary_df, header=True))
             summary.close()
-        with phase("workbook"):
-            book.close(totals)
-            workbook_file.hash_written()
+        files_meta = {
+            names["settlement"]: {"rows": rows_out, "sha256": settle.sha.hexdigest(), "bytes": settle.size},
+            names["summary"]: {"rows": len(summary_df), "sha256": summary.sha.hexdigest(), "bytes": summary.size},
+        }
+        if book is not None:
+            with phase("workbook"):
+                book.close(totals)
+                files[1].hash_written()
+            files_meta[names["workbook"]] = {"rows": book.rows, "sha256": files[1].sha.hexdigest(),
+                                             "bytes": files[1].size, "complete": book.rows == rows_out}
         manifest = {
             "settlement_date": str(bd.day),
             "timezone": bd.tz_name,
@@ -212,30 +271,28 @@ def _write_files(cur: psycopg.Cursor, bd: BusinessDay, folder: Path, status: str
             "hours": bd.hours,
             "status": status,
             "version": version,
-            "files": {
-                names["settlement"]: {"rows": rows_out, "sha256": settle.sha.hexdigest(), "bytes": settle.size},
-                names["summary"]: {"rows": len(summary_df), "sha256": summary.sha.hexdigest(), "bytes": summary.size},
-                names["workbook"]: {"rows": book.rows, "sha256": workbook_file.sha.hexdigest(),
-                                    "bytes": workbook_file.size, "complete": book.rows == rows_out},
-            },
+            "files": files_meta,
             "rows": {"business_day": rows_out - n_adj, "prior_day_adjustments": n_adj},
             "prior_day_adjustment_dates": sorted(adjustment_dates),
             "totals": _by_currency(totals),
             "totals_by_merchant": [r for r in totals if r["section"] == "total"],
             "note": NOTE,
+            **({"workbook_omitted": omitted} if omitted is not None else {}),
             **links,
         }
-        csv_totals = {c: [t["count"], t["net_cents"]] for c, t in manifest["totals"].items()}
-        if written != csv_totals:
-            raise ExportError(f"{bd.day}: the CSV rows {written} do not add up to the summary {csv_totals}; "
-                              "nothing written")
         manifest_file.write(manifest_bytes(manifest))
         manifest_file.close()
         return manifest, files
     except BaseException:
+        if book is not None:
+            book.discard()
         for f in files:
             f.discard()
         raise
+
+
+def _shown(found: dict[tuple[str, ...], Any]) -> dict[str, list[int]]:
+    return {"/".join(k): list(v) for k, v in sorted(found.items())}
 
 
 def _commit(files: list[AtomicFile], folder: Path, *, restore: bool) -> None:
@@ -256,14 +313,17 @@ def _changes(old: dict[str, dict[str, str]] | None, new: dict[str, dict[str, str
 
 
 def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path, *, restate: bool = False,
-               now: datetime | None = None, workbook_limit: int = MAX_WORKBOOK_ROWS) -> ExportResult:
+               now: datetime | None = None, workbook_limit: int = MAX_WORKBOOK_ROWS,
+               workbook_max_rows: int = DEFAULT_WORKBOOK_MAX_ROWS) -> ExportResult:
     """Write (or give back) the settlement files of one business day.
 
     A day that has ended is closed by its first export; a day not ended yet is exported as
     provisional and nothing is recorded. A restate writes version N+1 beside the old files, or
-    nothing when nothing would change (status `no_change`). The workbook holds the first
-    `workbook_limit` rows (at most Excel's MAX_WORKBOOK_ROWS; the manifest says whether it is
-    complete); a closed day given back keeps the row count it was closed with. Raises ExportError when a closed
+    nothing when nothing would change (status `no_change`). A day of more than
+    `workbook_max_rows` rows gets no workbook (its manifest says so: `workbook_omitted`); the
+    workbook of a smaller one holds its first `workbook_limit` rows (at most Excel's
+    MAX_WORKBOOK_ROWS; the manifest says whether it is complete); a closed day given back keeps
+    the workbook it was closed with. Raises ExportError when a closed
     day's files cannot be reproduced byte for byte (ask for `restate`), RetryableError when
     PostgreSQL is down.
     """
@@ -286,8 +346,10 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 if not problems:
                     return ExportResult(bd, folder, paths(folder, stored), stored, "unchanged")
                 links = {k: stored[k] for k in LINK_KEYS if k in stored}
+                with phase("checks"):
+                    ledger = _ledger_check(cur, day)
                 manifest, files = _write_files(cur, bd, folder, stored["status"], stored["version"], links, phase,
-                                               _workbook_limit_of(stored))
+                                               _workbook_rows_of(stored), ledger, stored.get("workbook_omitted"))
                 if manifest != stored:
                     raise ExportError(
                         f"{day} was closed with other content than the ledger now gives "
@@ -301,11 +363,18 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                 version = record[2] + 1 if record is not None else 1
                 with phase("assign"):
                     cur.execute(q("export_assign"), {**window, "with_prior": record is None})
-                assigned = cur.rowcount
+                    assigned, runs = cur.fetchone()
                 status = "provisional" if not closed else ("restated" if record is not None else "final")
                 links = _links(cur, day, record[3] if record is not None else None)
-                manifest, files = _write_files(cur, bd, folder, status, version, links, phase,
-                                               min(workbook_limit, MAX_WORKBOOK_ROWS))
+                with phase("checks"):
+                    ledger = _ledger_check(cur, day)
+                (n_rows,) = cur.execute(q("export_row_count"), {"day": day}).fetchone()
+                book_rows, omitted = min(n_rows, workbook_limit, MAX_WORKBOOK_ROWS), None
+                if n_rows > workbook_max_rows:
+                    book_rows, omitted = None, {"rows": n_rows, "workbook_max_rows": workbook_max_rows,
+                                                "note": WORKBOOK_OMITTED}
+                manifest, files = _write_files(cur, bd, folder, status, version, links, phase, book_rows, ledger,
+                                               omitted)
                 if record is not None:
                     old = record[3]
                     new_rows = csv_rows_by_entry(files[0].tmp) or {}
@@ -319,7 +388,7 @@ def export_day(conn: psycopg.Connection, day: date, tz: ZoneInfo, out_dir: Path,
                     manifest["changes"] = changes
                     files[-1].rewrite(manifest_bytes(manifest))
                 with phase("checks"):
-                    _check_adds_up(cur, day, manifest)
+                    _check_adds_up(day, manifest, ledger)
                 clashing = [f.target for f in files if f.clashes()]
                 if clashing:  # checked before anything is recorded: a refused export leaves no trace
                     raise FileClashError(f"{clashing[0]} exists with other content; refusing to overwrite it "
@@ -365,20 +434,23 @@ def _links(cur: psycopg.Cursor, day: date, superseded: dict[str, Any] | None) ->
     return links
 
 
-def _workbook_limit_of(manifest: dict[str, Any]) -> int:
-    """How many rows the workbook a manifest describes was given: all of them, or the first N."""
-    book = manifest["files"][file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"],
-                                        manifest["status"])["workbook"]]
-    return MAX_WORKBOOK_ROWS if book["complete"] else book["rows"]
+def _workbook_rows_of(manifest: dict[str, Any]) -> int | None:
+    """How many rows the workbook a manifest describes holds (None: the day has no workbook)."""
+    name = file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"],
+                      manifest["status"])["workbook"]
+    return manifest["files"][name]["rows"] if name in manifest["files"] else None
 
 
-def _check_adds_up(cur: psycopg.Cursor, day: date, manifest: dict[str, Any]) -> None:
-    """The files must add up to the ledger's clearing postings of the entries they hold, or nothing is written."""
-    cur.execute(q("export_ledger_totals"), {"day": day})
-    ledger = {c: (int(n), int(dr), int(cr)) for c, n, dr, cr in cur.fetchall()}
-    files = {c: (t["count"], t["gross_cents"], t["refunds_cents"]) for c, t in manifest["totals"].items()}
-    if ledger != files:
-        raise ExportError(f"{day}: the files do not add up to the ledger (files {files}, ledger {ledger}); nothing written")
+def _check_adds_up(day: date, manifest: dict[str, Any], ledger: dict[tuple[str, str], tuple[int, int, int]]) -> None:
+    """The manifest must add up to the ledger's clearing postings of the entries its files hold, or
+    nothing is written."""
+    totals = _summary({(m, c, SECTIONS[0]): v for (m, c), v in ledger.items()})
+    want = (_by_currency(totals), [r for r in totals if r["section"] == "total"],
+            sum(n for n, _, _ in ledger.values()))
+    got = (manifest["totals"], manifest["totals_by_merchant"], sum(manifest["rows"].values()))
+    if got != want:
+        raise ExportError(f"{day}: the files do not add up to the ledger (files {got[0]}, ledger {want[0]}); "
+                          "nothing written")
 
 
 def _shas(manifest: dict[str, Any]) -> str:

@@ -4,6 +4,9 @@
     ... settlement-<D>.vN.csv ...                                           version N (a restatement)
     ... settlement-<D>.provisional.csv ...                                  a day not over yet
 
+A day with more rows than IOTLEDGER_WORKBOOK_MAX_ROWS has no .xlsx: its manifest lists none and
+says why (`workbook_omitted`).
+
 Files are written to a temporary name in the target folder, fsynced and renamed: never half a
 file. A file handed out under a name is never written again with other bytes (a provisional
 one excepted), unless its manifest's bytes are being restored.
@@ -30,9 +33,9 @@ def file_names(day: date, version: int = 1, status: str = "final") -> dict[str, 
 
 
 def paths(folder: Path, manifest: dict[str, Any]) -> dict[str, Path]:
-    """Where the files a manifest describes are, under `folder`."""
+    """Where the files a manifest describes are, under `folder` (no `workbook` for a day without one)."""
     names = file_names(date.fromisoformat(manifest["settlement_date"]), manifest["version"], manifest["status"])
-    return {k: folder / v for k, v in names.items()}
+    return {k: folder / v for k, v in names.items() if k != "workbook" or v in manifest["files"]}
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:

@@ -3,7 +3,9 @@
 Four checks, every problem listed (the clock runs it nightly after the export and alerts):
 
 1. every closed day's files on disk match their manifests' SHA-256 (every version kept); where a
-   settlement file is missing or altered, the entries it should hold are named;
+   settlement file is missing or altered, the entries it should hold are named; a day whose
+   manifest says it has no workbook (more rows than IOTLEDGER_WORKBOOK_MAX_ROWS) has none on disk
+   under its name (a workbook there is not one the series wrote);
 2. every journal entry dated before the end of the last closed day is in exactly one file (an
    entry posted after the newest file was written waits for the next one: not a problem);
 3. the series has no gap: every business day from the first closed day to the last has files,
@@ -117,6 +119,12 @@ def _check_files(cur: psycopg.Cursor, out: Path, versions: list[dict[str, Any]],
             if got != want:
                 report.findings.append(Finding("file", f"{name} differs from its manifest (SHA-256 {got[:12]}, "
                                                        f"recorded {want[:12]})", str(day), name))
+        omitted = manifest.get("workbook_omitted")
+        book = file_names(day, manifest["version"], manifest["status"])["workbook"]
+        if omitted is not None and (folder / book).exists():
+            report.findings.append(Finding("file", f"{book} is not part of the series: {v['manifest_name']} says the "
+                                                   f"day has no workbook ({omitted['rows']} rows, more than "
+                                                   f"{omitted['workbook_max_rows']})", str(day), book))
         if latest[day] is v:
             _check_rows(cur, folder, day, v, report)
 
