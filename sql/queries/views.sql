@@ -147,7 +147,13 @@ SELECT e.id, e.kind, e.pay_order_id, e.original_order_id, e.mch_id, e.amount, e.
         ORDER BY f.version DESC LIMIT 1) AS manifest_name,
        s.version AS file_version, s.created_at AS filed_at
 FROM found JOIN journal_entries e ON e.id = found.id
-LEFT JOIN exported_entries x ON x.entry_id = e.id
+LEFT JOIN LATERAL (  -- the file the entry is in: filed alone (exported_entries) or in a run of ids (filed_runs)
+    SELECT f.export_date, f.business_date FROM exported_entries f WHERE f.entry_id = e.id
+    UNION ALL
+    SELECT r.export_date, (e.occurred_at AT TIME ZONE r.settlement_tz)::date FROM filed_runs r
+    WHERE int8range(r.first_entry, r.last_entry, '[]') @> e.id
+    LIMIT 1
+) x ON true
 LEFT JOIN settlement_exports s ON s.export_date = x.export_date
 ORDER BY e.posted_at, e.id
 LIMIT 500;
