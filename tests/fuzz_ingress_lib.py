@@ -1,7 +1,7 @@
 """Fuzzing the notify pipeline: hypothesis bodies through the real ingress app and the worker.
 
 `FuzzRun` builds the app with the real factory (`worker.runtime.ingress_app()`, from the
-environment, served in process on an event loop as a uvicorn worker serves it), POSTs a body, and for every body it stored runs the worker's processing
+environment), POSTs a body in process, and for every body it stored runs the worker's processing
 (`worker.pipeline.process.handle`) at once. It asserts, per body: no 5xx; a stored row ends
 `done` or `failed`; a row that posted parses as a valid notify. `finish()` asserts every inbox
 row is finished and `iotledger check` holds. Used by tests/test_ingress_fuzz.py (bounded, CI)
@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import psycopg
 import redis
 from hypothesis import strategies as st
 
-from tests.asgi_client import ServedApp
 from tests.factories import KEY, MCH, MERCHANTS_JSON
 from worker.errors import PermanentError, ValidationError
 from worker.iotpay.notify import KNOWN_FIELDS, parse_body
@@ -123,11 +123,11 @@ def real_app(db_url: str, redis_url: str, queue: str) -> Iterator[Any]:
     os.environ.pop("IOTPAY_MERCHANTS_FILE", None)
     for cached in (config.settings, runtime.app_settings, runtime.app_endpoints):
         cached.cache_clear()
-    served = ServedApp(runtime.ingress_app())
+    app = runtime.ingress_app()
     try:
-        yield served
+        yield app
     finally:
-        served.close()
+        app.pool.close()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -143,10 +143,11 @@ def real_app(db_url: str, redis_url: str, queue: str) -> Iterator[Any]:
 class FuzzRun:
     """Bodies through the ingress and the worker, with the checks after each and at the end."""
 
-    def __init__(self, served: ServedApp, db_url: str) -> None:
-        self.app = served.app
-        self.settings = served.app.notify.settings
-        self.client = served.client("198.51.100.9")
+    def __init__(self, app: Any, db_url: str) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.client = httpx.Client(transport=httpx.WSGITransport(app=app, remote_addr="198.51.100.9"),
+                                   base_url="http://ingress")
         self.conn = psycopg.connect(db_url, autocommit=True)
         self.statuses: Counter[int] = Counter()
         self.outcomes: Counter[str] = Counter()

@@ -16,7 +16,6 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
-from tests.asgi_client import ServedApp
 from tests.cli import run as run_cli
 from tests.factories import MERCHANTS_JSON, v3_pay
 from tests.fix_rabbitmq import delete_queues
@@ -26,7 +25,7 @@ from worker.errors import RetryableError
 from worker.gateway import actors as expect_actors
 from worker.gateway.expected import ExpectedOrder
 from worker.pipeline import messages
-from worker.pipeline.ingress import make_app
+from worker.pipeline.ingress import Ingress, make_pool
 from worker.pipeline.redrive import redrive_once
 from worker.processes import wait_until
 from worker.services import Endpoints
@@ -76,10 +75,12 @@ class Site:
         self.settings = Settings.from_env({"DATABASE_URL": db_url, "BROKER_URL": broker_url,
                                            "IOTPAY_MERCHANTS": MERCHANTS_JSON, "IOTLEDGER_QUEUE": queue,
                                            "IOTLEDGER_REDRIVE_AFTER_SECONDS": "120"})
-        self.served = ServedApp(make_app(self.settings, db_url, sender_broker(broker_url), background=False))
+        self.pool = make_pool(db_url, 4)
+        self.app = Ingress(self.settings, self.pool, sender_broker(broker_url))
 
     def client(self) -> httpx.Client:
-        return self.served.client("198.51.100.7")
+        return httpx.Client(transport=httpx.WSGITransport(app=self.app, remote_addr="198.51.100.7"),
+                            base_url="http://ingress")
 
     def post(self, c: httpx.Client, params: dict) -> httpx.Response:
         return c.post("/iotpay/notify", content=json.dumps(params).encode(), headers={"Content-Type": "application/json"})
@@ -114,7 +115,7 @@ def test_the_ingress_queues_on_rabbitmq_and_redrive_leaves_rows_whose_message_st
             assert all(site.post(c, v3_pay(f"PCR{n}", 100)).text == "SUCCESS" for n in range(5))
             assert (c.get("/readyz").status_code, c.get("/readyz").text) == (200, "ready")
     finally:
-        site.served.close()
+        site.pool.close()
     assert site.states() == [("queued", 0)] * 5
     broker = sender_broker(rabbitmq_url)
     later = datetime.now(timezone.utc) + timedelta(seconds=180)
@@ -135,7 +136,7 @@ def test_rabbitmq_down_still_answers_success_and_redrive_queues_it_later(db_url,
             r = site.post(c, v3_pay("PCR500", 100))
             ready = c.get("/readyz")
     finally:
-        site.served.close()
+        site.pool.close()
     assert (r.status_code, r.text) == (200, "SUCCESS")
     assert ready.status_code == 503 and ready.text.startswith("not ready: rabbitmq: ")
     assert site.states() == [("received", 0)]  # stored, not queued: redrive's job

@@ -1,5 +1,4 @@
-"""The ingress app as gunicorn's workers serve it (the front, the notify endpoint on the event loop,
-the other routes on threads), in process (tests/asgi_client.py), with real PostgreSQL and Redis.
+"""The ingress WSGI app, in process (httpx.WSGITransport), with real PostgreSQL and Redis.
 
 What is stored, what is answered, what is queued, and what is refused (and then queued: nothing).
 """
@@ -8,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
@@ -19,12 +17,11 @@ import redis
 import structlog
 from prometheus_client import REGISTRY
 
-from tests.asgi_client import ServedApp
 from tests.factories import KEY, MCH, MERCHANTS_JSON, OLD_KEY, v1_pay, v3_pay
 from worker.broker import sender_broker
 from worker.config import Settings
 from worker.iotpay.signature import signed
-from worker.pipeline.ingress import make_app
+from worker.pipeline.ingress import Ingress, make_pool
 from worker.pipeline.limiter import RefusalLimiter
 
 DOWN_DB = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=1"
@@ -37,29 +34,19 @@ def settings_for(db_url: str, redis_url: str, queue: str, **env: str) -> Setting
 
 
 class Stack:
-    """The ingress wired to a database and a Redis, served in process, with helpers to look at both.
+    """An Ingress wired to a database and a Redis, with helpers to look at both."""
 
-    background: the inbox ids go to Redis from the enqueuer's thread, as under gunicorn (then
-    stop() sends what waits); else each is sent before the request returns."""
-
-    def __init__(self, db_url: str, redis_url: str, queue: str, *, background: bool = False, **env: str) -> None:
+    def __init__(self, db_url: str, redis_url: str, queue: str, **env: str) -> None:
         self.db_url, self.redis_url, self.queue = db_url, redis_url, queue
         self.settings = settings_for(db_url, redis_url, queue, **env)
+        self.pool = make_pool(db_url, 4)
         self.limiter = RefusalLimiter(self.settings.refusals_per_minute, clock=lambda: self.now)
         self.now = 1_000_000.0
-        self.broker = sender_broker(redis_url)
-        self.app = make_app(self.settings, db_url, self.broker, background=background, limiter=self.limiter)
-        self.served = ServedApp(self.app)
-        self.stopped = False
+        self.app = Ingress(self.settings, self.pool, sender_broker(redis_url), limiter=self.limiter)
 
     def client(self, remote_addr: str = "198.51.100.7") -> httpx.Client:
-        return self.served.client(remote_addr)
-
-    def stop(self) -> None:
-        """The app's shutdown: the enqueuer sends what waits, the pools close."""
-        if not self.stopped:
-            self.stopped = True
-            self.served.close()
+        return httpx.Client(transport=httpx.WSGITransport(app=self.app, remote_addr=remote_addr),
+                            base_url="http://ingress")
 
     def rows(self) -> list[dict]:
         with psycopg.connect(self.db_url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
@@ -69,7 +56,7 @@ class Stack:
         return redis.Redis.from_url(self.redis_url).llen(f"dramatiq:{self.queue}")
 
     def close(self) -> None:
-        self.stop()
+        self.pool.close()
         r = redis.Redis.from_url(self.redis_url)
         r.delete(f"dramatiq:{self.queue}", f"dramatiq:{self.queue}.msgs")
 
@@ -260,7 +247,7 @@ def test_postgresql_down_answers_503_and_queues_nothing(redis_url, queue_name):
             assert c.get("/healthz").status_code == 200
             metrics = c.get("/metrics")
     finally:
-        s.stop()
+        s.pool.close()
     assert r.status_code == 503 and r.headers["Retry-After"] == "30"
     assert s.queued() == 0
     assert ready.status_code == 503 and "postgresql" in ready.text and "redis" not in ready.text
@@ -274,7 +261,7 @@ def test_redis_down_still_answers_success_and_redrive_queues_it_later(db_url, re
             r = post_json(c, v3_pay("PC500", 100))
             ready = c.get("/readyz")
     finally:
-        s.stop()
+        s.pool.close()
     assert (r.status_code, r.text) == (200, "SUCCESS")
     assert ready.status_code == 503 and "redis" in ready.text
     [row] = s.rows()
@@ -302,7 +289,7 @@ def test_a_duplicate_of_a_row_that_could_not_be_queued_is_queued_on_its_second_a
     down = Stack(db_url, DOWN_REDIS, queue_name)
     with down.client() as c:
         assert post_json(c, params).status_code == 200
-    down.stop()
+    down.pool.close()
     up = Stack(db_url, redis_url, queue_name)
     try:
         with up.client() as c:
@@ -379,35 +366,39 @@ def test_a_card_number_of_another_json_type_is_kept_masked(stack, card):
     assert "432567******2266" in stored["cardNum"]
 
 
-def test_under_gunicorn_the_answer_does_not_wait_for_the_broker_and_every_stored_row_is_queued_in_order(
-        db_url, redis_url, queue_name):
+def test_under_gunicorn_the_answer_does_not_wait_for_the_broker_and_every_stored_row_is_queued_in_order(stack):
     # runtime.ingress_app() sends from one thread per web process: the answer is sent without
-    # waiting for Redis, the ids follow in the order their rows were stored, shutdown sends what waits
-    s = Stack(db_url, redis_url, queue_name, background=True)
-    try:
-        with s.client() as c:
-            answers = [post_json(c, v3_pay(f"PC95{i}", 100 + i)) for i in range(5)]
-            assert post_json(c, v3_pay("PC950", 100)).status_code == 200  # a duplicate: not queued again
-        s.stop()
-        assert [(a.status_code, a.text) for a in answers] == [(200, "SUCCESS")] * 5
-        rows = s.rows()
-        assert [r["state"] for r in rows] == ["queued"] * 5
-        client = redis.Redis.from_url(s.redis_url)
-        queued = [json.loads(client.hget(f"dramatiq:{s.queue}.msgs", mid))["args"][0]
-                  for mid in client.lrange(f"dramatiq:{s.queue}", 0, -1)]
-        assert queued == [r["id"] for r in rows]
-    finally:
-        s.close()
+    # waiting for Redis, the ids follow in the order their rows were stored, close() sends what waits
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
+
+    enqueuer = BackgroundEnqueuer(stack.app.broker, stack.queue, stack.pool)
+    app = Ingress(stack.settings, stack.pool, stack.app.broker, enqueuer=enqueuer)
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://ingress") as c:
+        answers = [post_json(c, v3_pay(f"PC95{i}", 100 + i)) for i in range(5)]
+        assert post_json(c, v3_pay("PC950", 100)).status_code == 200  # a duplicate: not queued again
+    enqueuer.close()
+    assert [(a.status_code, a.text) for a in answers] == [(200, "SUCCESS")] * 5
+    rows = stack.rows()
+    assert [r["state"] for r in rows] == ["queued"] * 5
+    client = redis.Redis.from_url(stack.redis_url)
+    queued = [json.loads(client.hget(f"dramatiq:{stack.queue}.msgs", mid))["args"][0]
+              for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
+    assert queued == [r["id"] for r in rows]
 
 
 def test_under_gunicorn_with_redis_down_the_notify_is_answered_and_left_for_redrive(db_url, queue_name):
-    s = Stack(db_url, DOWN_REDIS, queue_name, background=True)
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
+
+    s = Stack(db_url, DOWN_REDIS, queue_name)
     before = sample("iotledger_notify_enqueue_failed_total")
+    enqueuer = BackgroundEnqueuer(s.app.broker, queue_name, s.pool)
+    app = Ingress(s.settings, s.pool, s.app.broker, enqueuer=enqueuer)
     try:
-        with s.client() as c:
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://ingress") as c:
             r = post_json(c, v3_pay("PC960", 100))
+        enqueuer.close()
     finally:
-        s.stop()
+        s.pool.close()
     assert (r.status_code, r.text) == (200, "SUCCESS")
     [row] = s.rows()
     assert row["state"] == "received"  # stored, not queued: redrive's job
@@ -421,42 +412,14 @@ def test_ids_sent_together_go_in_one_round_trip_as_the_messages_dramatiq_would_h
     from worker.pipeline.enqueuer import Enqueuer
     from worker.pipeline.inbox import Stored
 
-    broker = stack.broker
+    broker = stack.app.broker
     messages.send(broker, stack.queue, 1)  # the reference: dramatiq's own enqueue
     client = redis.Redis.from_url(stack.redis_url)
     client.script_flush()  # as after a Redis restart: the script is loaded again
-    Enqueuer(broker, stack.queue, stack.app.app.pool).send_all([Stored(id=i, duplicate=False, state="queued") for i in (2, 3, 4)])
+    Enqueuer(broker, stack.queue, stack.pool).send_all([Stored(id=i, duplicate=False, state="queued") for i in (2, 3, 4)])
     sent = [dramatiq.Message.decode(client.hget(f"dramatiq:{stack.queue}.msgs", mid))
             for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
     assert [(m.queue_name, m.actor_name, m.args, m.kwargs) for m in sent] == [
         (stack.queue, "process_notify", (i,), {}) for i in (1, 2, 3, 4)]
     assert sorted(sent[1].options) == sorted(sent[0].options) == ["redis_message_id"]
     assert len({m.options["redis_message_id"] for m in sent}) == 4
-
-
-def test_notifies_that_would_wait_too_long_for_the_inbox_are_shed_with_503_and_not_stored(
-        db_url, redis_url, queue_name):
-    # the inbox locked by someone else for a second: the notifies holding the inbox connections
-    # wait for it and are stored; the others are not worked through long after their clients
-    # gave up: answered 503 with Retry-After, at once or when a connection frees, and not stored
-    from concurrent.futures import ThreadPoolExecutor
-
-    s = Stack(db_url, redis_url, queue_name, IOTLEDGER_WEB_MAX_WAIT_SECONDS="0.3")
-    before = sample("iotledger_requests_shed_total")
-    locker = psycopg.connect(db_url)
-    try:
-        locker.execute("LOCK TABLE inbox IN SHARE MODE")  # an INSERT waits for it
-        with s.client() as c, ThreadPoolExecutor(24) as pool:
-            sent = [pool.submit(post_json, c, v3_pay(f"PCSHED{n:02d}", 100 + n)) for n in range(24)]
-            time.sleep(1.0)
-            locker.rollback()
-            answers = [(f"PCSHED{n:02d}", f.result()) for n, f in enumerate(sent)]
-    finally:
-        locker.close()
-        s.close()
-    stored = [oid for oid, a in answers if (a.status_code, a.text) == (200, "SUCCESS")]
-    shed = [a for _, a in answers if a.status_code == 503]
-    assert stored and shed and len(stored) + len(shed) == 24
-    assert all(a.headers["Retry-After"] == "5" and a.text == "overloaded, try again" for a in shed)
-    assert sorted(r["pay_order_id"] for r in s.rows()) == sorted(stored)
-    assert sample("iotledger_requests_shed_total") - before == len(shed)

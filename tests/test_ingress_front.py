@@ -1,5 +1,5 @@
 """The ASGI front alone (worker/pipeline/front.py), driven with plain ASGI messages: what reaches
-the notify handler on the event loop and the WSGI app on its threads, and in what order."""
+the WSGI app, and when it is shed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import threading
 import time
 from typing import Any
 
-import structlog
-
-from worker.pipeline.exchange import Request, plain
 from worker.pipeline.front import Front
 
 
@@ -47,9 +44,8 @@ def scope(method: str = "POST", path: str = "/iotpay/notify", length: int | None
             "client": ("203.0.113.5", 5555), "server": ("127.0.0.1", 8000), "scheme": "http", "http_version": "1.1"}
 
 
-async def call(front: Front, sc: dict[str, Any], messages: list[dict[str, Any]],
-               sent: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    sent = [] if sent is None else sent
+async def call(front: Front, sc: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
     queue = list(messages)
 
     async def receive() -> dict[str, Any]:
@@ -69,9 +65,9 @@ def status(sent: list[dict[str, Any]]) -> int:
     return sent[0]["status"]
 
 
-def test_the_app_gets_the_whole_body_in_one_piece_and_its_close_runs():
+def test_the_app_gets_the_whole_body_in_one_piece_and_its_close_runs_after_the_answer():
     app = App()
-    front = Front(app, threads=2, max_body_bytes=100)
+    front = Front(app, threads=2, max_body_bytes=100, max_wait=1.0)
     sent = asyncio.run(call(front, scope(length=6), [{"type": "http.request", "body": b"abc", "more_body": True},
                                                      {"type": "http.request", "body": b"def"}]))
     front.executor.shutdown(wait=True)
@@ -84,7 +80,7 @@ def test_the_app_gets_the_whole_body_in_one_piece_and_its_close_runs():
 
 def test_a_client_that_leaves_before_its_body_is_complete_reaches_nothing():
     app = App()
-    front = Front(app, threads=2, max_body_bytes=100)
+    front = Front(app, threads=2, max_body_bytes=100, max_wait=1.0)
     sent = asyncio.run(call(front, scope(length=50), [{"type": "http.request", "body": b"abc", "more_body": True},
                                                       {"type": "http.disconnect"}]))
     assert sent == [] and app.seen == []
@@ -92,7 +88,7 @@ def test_a_client_that_leaves_before_its_body_is_complete_reaches_nothing():
 
 def test_a_body_over_the_limit_is_not_read_and_the_connection_is_closed():
     app = App()
-    front = Front(app, threads=2, max_body_bytes=10)
+    front = Front(app, threads=2, max_body_bytes=10, max_wait=1.0)
     sent = asyncio.run(call(front, scope(), [{"type": "http.request", "body": b"x" * 8, "more_body": True},
                                              {"type": "http.request", "body": b"x" * 8, "more_body": True}]))
     [env] = app.seen
@@ -102,7 +98,7 @@ def test_a_body_over_the_limit_is_not_read_and_the_connection_is_closed():
 
 def test_healthz_is_answered_on_the_event_loop_even_with_every_thread_busy():
     app = App(delay=0.5)
-    front = Front(app, threads=1, max_body_bytes=100)
+    front = Front(app, threads=1, max_body_bytes=100, max_wait=5.0)
 
     async def both() -> tuple[list, list]:
         busy = asyncio.create_task(call(front, scope(length=2), [{"type": "http.request", "body": b"{}"}]))
@@ -116,81 +112,23 @@ def test_healthz_is_answered_on_the_event_loop_even_with_every_thread_busy():
     assert status(busy) == 200 and status(health) == 200 and health[1]["body"] == b"ok"
 
 
-class Handler:
-    """A notify handler that records what it was given and when its after-the-answer work ran."""
+def test_past_capacity_notifies_are_shed_with_503_and_those_answered_waited_at_most_max_wait():
+    app = App(delay=0.1)
+    front = Front(app, threads=2, max_body_bytes=100, max_wait=0.3)
 
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.seen: list[tuple[Request, str]] = []
-        self.after_ran: list[int] = []  # how many messages had been sent when it ran
-        self.sent: list[dict[str, Any]] = []
-        self.opened = self.closed = 0
+    async def burst() -> list[tuple[list, float]]:
+        async def one() -> tuple[list, float]:
+            started = time.monotonic()
+            sent = await call(front, scope(length=2), [{"type": "http.request", "body": b"{}"}])
+            return sent, time.monotonic() - started
 
-    async def open(self) -> None:
-        self.opened += 1
+        return await asyncio.gather(*(one() for _ in range(40)))
 
-    async def close(self) -> None:
-        self.closed += 1
-
-    async def __call__(self, request: Request) -> Any:
-        self.seen.append((request, threading.current_thread().name))
-        if self.fail:
-            raise RuntimeError("a bug")
-
-        async def after() -> None:
-            self.after_ran.append(len(self.sent))
-
-        return plain(200, b"SUCCESS"), after
-
-
-def test_a_notify_goes_to_the_handler_on_the_event_loop_and_its_after_work_runs_once_answered():
-    app, handler = App(), Handler()
-    front = Front(app, notify=handler, max_body_bytes=100)
-    sent = asyncio.run(call(front, scope(length=6), [{"type": "http.request", "body": b"abc", "more_body": True},
-                                                     {"type": "http.request", "body": b"def"}], handler.sent))
-    assert app.seen == []  # not the threads
-    [(request, thread)] = handler.seen
-    assert thread == threading.main_thread().name  # the event loop's own thread
-    assert request.body == b"abcdef" and request.declared_length == 6
-    assert request.content_type == "application/json" and request.remote_addr == "203.0.113.5"
-    assert status(sent) == 200 and sent[1]["body"] == b"SUCCESS"
-    assert handler.after_ran == [2]  # after both messages of the answer were sent
-
-
-def test_a_notify_declared_over_the_limit_is_not_read_and_the_connection_is_closed_after_the_answer():
-    handler = Handler()
-    front = Front(App(), notify=handler, max_body_bytes=10)
-    sent = asyncio.run(call(front, scope(length=5000), []))  # nothing to receive: it must not wait for the body
-    [(request, _)] = handler.seen
-    assert request.body == b"" and request.declared_length == 5000
-    assert (b"connection", b"close") in sent[0]["headers"]
-
-
-def test_a_handler_that_raises_is_answered_500_and_logged_never_a_traceback_to_the_client():
-    front = Front(App(), notify=Handler(fail=True), max_body_bytes=100)
-    with structlog.testing.capture_logs() as logs:
-        sent = asyncio.run(call(front, scope(length=2), [{"type": "http.request", "body": b"{}"}]))
-    assert status(sent) == 500 and sent[1]["body"] == b"internal error"
-    assert [e["event"] for e in logs] == ["ingress.app_failed"]
-
-
-def test_the_lifespan_opens_and_closes_the_handler_and_stops_the_threads():
-    handler = Handler()
-    front = Front(App(), notify=handler, max_body_bytes=100)
-
-    async def lifespan() -> list[str]:
-        events: list[str] = []
-        incoming = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
-
-        async def receive() -> dict[str, Any]:
-            return next(incoming)
-
-        async def send(message: dict[str, Any]) -> None:
-            events.append(message["type"])
-
-        await front({"type": "lifespan"}, receive, send)
-        return events
-
-    assert asyncio.run(lifespan()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert (handler.opened, handler.closed) == (1, 1)
-    assert front.executor._shutdown
+    results = asyncio.run(burst())
+    front.executor.shutdown(wait=True)
+    answered = [t for sent, t in results if status(sent) == 200]
+    shed = [sent for sent, _ in results if status(sent) == 503]
+    assert shed and answered
+    assert all((b"retry-after", b"5") in sent[0]["headers"] for sent in shed)
+    assert len(app.seen) == len(answered) < 40  # a shed notify never reached the app
+    assert max(answered) < 0.3 + 0.1 + 0.2  # its wait, its own service time, and some slack

@@ -5,7 +5,7 @@
                          Redis; embedded ones started on first use, and created only after
                          allow_new_services())
     connect()            a new connection to the configured database (worker.db.connect)
-    ingress_app()        gunicorn's app factory: the ingress (front, notify endpoint, other routes), its pools and the broker
+    ingress_app()        gunicorn's app factory: the ingress, its pool and the broker
     worker_broker()      a `dramatiq` worker process's broker, with every actor of the queue on it
     worker_pool()        a worker process's connection pool, opened on first use (after the fork)
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # imported where used: a command that needs no broker or pool
     import dramatiq
     import psycopg_pool
 
-    from worker.pipeline.front import Front
+    from worker.pipeline.ingress import Ingress
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -76,15 +76,17 @@ def connect(autocommit: bool = False) -> psycopg.Connection:
     return db.connect(app_endpoints().database_url, autocommit=autocommit)
 
 
-def ingress_app() -> Front:
-    """The ingress from the environment (gunicorn's entry point: `worker.runtime:ingress_app()`): the
-    notify on the event loop with its async pool, the other routes on threads with a small pool."""
+def ingress_app() -> Ingress:
+    """The ingress from the environment (gunicorn's entry point: `worker.runtime:ingress_app()`)."""
     from worker.broker import setup_broker
-    from worker.pipeline.ingress import make_app
+    from worker.pipeline.enqueuer import BackgroundEnqueuer
+    from worker.pipeline.ingress import Ingress, make_pool
 
+    s = app_settings()
     ep = app_endpoints()
+    pool, broker = make_pool(ep.database_url), setup_broker(ep.broker_url)
     # the answer never waits for the broker: one thread per web process sends the ids
-    return make_app(app_settings(), ep.database_url, setup_broker(ep.broker_url), background=True)
+    return Ingress(s, pool, broker, enqueuer=BackgroundEnqueuer(broker, s.queue_name, pool))
 
 
 def worker_pool() -> psycopg_pool.ConnectionPool:

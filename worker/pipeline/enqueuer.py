@@ -2,11 +2,11 @@
 
 The ingress answers a notify once its inbox row is committed; handing the row's id to the
 broker is a second round trip (to Redis) that the answer does not wait for. `Enqueuer` does it
-at once on the calling thread (in-process use, tests; the notify endpoint calls it on a thread);
-`BackgroundEnqueuer` does it on one thread of its own per web process, so that the event loop
-answering the notifies never waits for the broker; the ids that arrive within LINGER_S go
-together, in one round trip to Redis (the profile: redis-py's and dramatiq's per-call work was
-most of the enqueue's cost; an id sent alone costs about twice its share of a batch of five).
+at once on the calling thread (in-process use, tests); `BackgroundEnqueuer` does it on one
+thread of its own per web process, so that the request threads never wait for the broker and
+the front does not need a second thread hand-off per notify (the profile showed both); the ids
+that arrive while one batch is on its way go together, in one round trip to Redis (the
+profile: redis-py's per-command work was most of the enqueue's cost).
 
 Either way the rule is the same: a row that could not be queued is marked 'received' and
 redrive queues it; a process killed before its ids were sent leaves rows 'queued' that redrive
@@ -34,9 +34,8 @@ from worker.pipeline.inbox import Stored
 POOL_WAIT_S = 3.0
 # ids sent in one round trip at most
 MAX_BATCH = 100
-# how long the thread waits for more ids after the first (the answers do not wait for it; a few
-# hundred notifies/s then make batches of several ids)
-LINGER_S = 0.02
+# how long the thread waits for more ids after the first (the answers do not wait for it)
+LINGER_S = 0.005
 # at shutdown, how long the thread may take to send what is still waiting
 DRAIN_S = 5.0
 
@@ -46,7 +45,7 @@ log = structlog.get_logger("worker.pipeline.enqueuer")
 class Enqueuer:
     """Sends an inbox id to the `process_notify` queue on the calling thread."""
 
-    waits = True  # send() waits for the broker: the notify endpoint calls it on a thread, after its answer
+    waits = True  # send() waits for the broker: the ingress calls it after its answer is sent
 
     def __init__(self, broker: dramatiq.Broker, queue_name: str, pool: psycopg_pool.ConnectionPool) -> None:
         self.broker = broker
@@ -114,7 +113,7 @@ class BackgroundEnqueuer(Enqueuer):
         stopping = False
         while not stopping:
             batch = [self._waiting.get()]
-            time.sleep(LINGER_S)  # the answer was sent already: waiting here makes the batch larger
+            time.sleep(LINGER_S)  # the answer was sent already: a few ms here make the batch larger
             while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._waiting.get_nowait())

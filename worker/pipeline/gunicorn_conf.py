@@ -18,8 +18,10 @@ _s = settings()
 bind = f"{_s.web_host}:{_s.web_port}"
 workers = _s.web_workers
 # uvicorn workers (server.py): requests are read on an event loop, so a slow client holds no
-# thread; a whole notify is handled on that loop, the other routes on the front's threads (front.py)
+# thread; whole requests go to the app on THREADS threads per process (front.py)
 worker_class = "worker.pipeline.server.IngressWorker"
+THREADS = 4
+threads = THREADS
 # a worker whose event loop does not report for this long is killed and replaced
 timeout = 30
 # SIGTERM: stop accepting, finish what is held (each request is bounded by its read deadline)

@@ -58,9 +58,12 @@ class Stored:
     state: str
 
 
-def _store_params(screened: Screened, content_type: str | None, remote_addr: str | None,
-                  now: datetime) -> dict[str, Any]:
-    return {
+def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | None, remote_addr: str | None,
+          now: datetime) -> Stored:
+    """Insert a screened body once, committed when this returns (one statement: on an autocommit
+    connection, one round trip). Raises RetryableError when PostgreSQL is down.
+    """
+    params = {
         "body_sha256": screened.body_sha256,
         "body": screened.body,
         "pan_masked": screened.pan_masked,
@@ -72,14 +75,6 @@ def _store_params(screened: Screened, content_type: str | None, remote_addr: str
         "received_at": now,
         "verified_at": now,
     }
-
-
-def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | None, remote_addr: str | None,
-          now: datetime) -> Stored:
-    """Insert a screened body once, committed when this returns (one statement: on an autocommit
-    connection, one round trip). Raises RetryableError when PostgreSQL is down.
-    """
-    params = _store_params(screened, content_type, remote_addr, now)
     with db.translated():
         row = conn.execute(q("inbox_store"), params).fetchone()
         if row is None:  # the same body, committed by a concurrent request after our snapshot
@@ -87,21 +82,6 @@ def store(conn: psycopg.Connection, screened: Screened, *, content_type: str | N
             row = (found[0], found[1], True) if found else None
         if not conn.autocommit:
             conn.commit()
-    if row is None:
-        raise RetryableError("inbox: the same body is being stored concurrently; try again")
-    return Stored(id=row[0], duplicate=row[2], state=row[1])
-
-
-async def store_async(conn: psycopg.AsyncConnection, screened: Screened, *, content_type: str | None,
-                      remote_addr: str | None, now: datetime) -> Stored:
-    """`store` on an autocommit async connection (the ingress's event loop). Raises RetryableError
-    when PostgreSQL is down."""
-    params = _store_params(screened, content_type, remote_addr, now)
-    with db.translated():
-        row = await (await conn.execute(q("inbox_store"), params)).fetchone()
-        if row is None:  # the same body, committed by a concurrent request after our snapshot
-            found = await (await conn.execute(q("inbox_by_hash"), params)).fetchone()
-            row = (found[0], found[1], True) if found else None
     if row is None:
         raise RetryableError("inbox: the same body is being stored concurrently; try again")
     return Stored(id=row[0], duplicate=row[2], state=row[1])

@@ -47,17 +47,6 @@ class Screened:
     pan_masked: bool = False
 
 
-def whole_body(body: bytes, declared_length: int | None, limit: int) -> bytes:
-    """The body as read, when it is within `limit` bytes and not empty. Raises Refusal: 413 when its
-    Content-Length or the bytes read (the front reads one past the limit) exceed the limit, 400 when empty.
-    """
-    if (declared_length is not None and declared_length > limit) or len(body) > limit:
-        raise Refusal(413, f"body: larger than {limit} bytes", "too_large")
-    if not body:
-        raise Refusal(400, "body: empty", "malformed_body")
-    return body
-
-
 def screen(raw: bytes, content_type: str | None, merchants: Merchants) -> Screened:
     """Decode, authenticate (merchant and sign), mask the card number.
 

@@ -7,8 +7,7 @@ its headers one byte a second holds that thread, and a few such clients hold the
 
 Here each worker is uvicorn (`IngressWorker`, from the uvicorn-worker package): requests are
 read on an event loop, where a slow or idle connection costs a little memory and no thread;
-the front (front.py) handles a whole notify on that event loop and hands the other routes to
-the WSGI app's threads.
+the front (front.py) hands only whole requests to the WSGI app's threads and sheds load early.
 On top of uvicorn's h11 protocol, `DeadlineProtocol` bounds what a connection may cost:
 
 - a request's headers and body must arrive within IOTLEDGER_WEB_REQUEST_TIMEOUT_SECONDS of the
@@ -20,6 +19,7 @@ On top of uvicorn's h11 protocol, `DeadlineProtocol` bounds what a connection ma
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any
 
@@ -31,6 +31,7 @@ from worker.config import settings
 from worker.pipeline import metrics
 from worker.pipeline.front import ARRIVED, Front
 
+SWITCH_INTERVAL_S = 0.001
 # the request line and headers, in all: a notify needs well under 2 KiB
 MAX_HEADER_BYTES = 16 * 1024
 _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -97,8 +98,7 @@ class DeadlineProtocol(H11Protocol):
 
 
 class IngressWorker(UvicornWorker):
-    """gunicorn worker class: uvicorn on uvloop with DeadlineProtocol, serving the Front that
-    `worker.runtime:ingress_app()` builds (a plain WSGI app is put behind a Front of its own)."""
+    """gunicorn worker class: uvicorn on asyncio with DeadlineProtocol, serving the WSGI app through Front."""
 
     CONFIG_KWARGS: dict[str, Any] = {
         "loop": "uvloop",
@@ -112,7 +112,14 @@ class IngressWorker(UvicornWorker):
         super().__init__(*args, **kwargs)
         DeadlineProtocol.request_timeout = settings().web_request_timeout_seconds
 
+    def run(self) -> None:
+        # the event loop shares the GIL with the app's threads: let it take the GIL back sooner
+        # than the default 5 ms, so that reading, answering and shedding keep pace under load
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        super().run()
+
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        if not isinstance(self.wsgi, Front):  # a plain WSGI app (a benchmark's ceiling): all of it on threads
-            self.wsgi = Front(self.wsgi, max_body_bytes=settings().max_body_bytes)
+        s = settings()
+        self.wsgi = Front(self.wsgi, threads=self.cfg.threads, max_body_bytes=s.max_body_bytes,
+                          max_wait=s.web_max_wait_seconds)
