@@ -11,7 +11,10 @@ TEST_DATABASE_URL and uses a unique queue on TEST_REDIS_URL / REDIS_URL (deleted
 The client runs on the same machine, in threads; its cost is in both figures alike. Each run
 measures the bare 200 (ceilings.bare_app), then the ingress, then single-row INSERT commits per
 second into a bare table from as many connections as the ingress's threads
-(ceilings.insert_commits), and prints them with the ratios of requests/s and of p99; `--runs N`
+(ceilings.insert_commits), and prints them with the ratios of requests/s and of p99, and the CPU
+each request cost the web processes, PostgreSQL's server processes and the client (from
+/proc, Linux): on a machine whose cores they share, the ratio of requests/s follows the ratio
+of CPU per request; `--runs N`
 repeats that and prints the median of each figure and ratio and the worst ratios (the goals
 hold steadily, not once).
 """
@@ -30,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from psycopg.conninfo import conninfo_to_dict
+
 import psycopg
 import redis
 
@@ -40,11 +45,28 @@ from tests.fix_redis import DEFAULT_TEST_REDIS_URL
 from tests.pipeline_procs import encode
 from worker.migrations import migrate
 from worker.pipeline.gunicorn_conf import THREADS
-from worker.processes import service_env, start_web, stop
+from worker.processes import children, service_env, start_web, stop
 
 
 GOAL_RPS = 0.8  # the ingress's requests/s, as a share of the bare 200's
 GOAL_P99 = 1.5  # the ingress's p99 latency, at most this multiple of the bare 200's
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (Linux /proc); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def backends(db_url: str) -> list[int]:
+    """The PostgreSQL server processes of db_url's database, but this query's own."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                                           "pg_backend_pid()", (conninfo_to_dict(db_url)["dbname"],))]
 
 
 def drive(url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]:
@@ -94,14 +116,30 @@ def one_run(env: dict[str, str], db_url: str, bodies: list[bytes], workers: int,
     for label, app in (("bare", BARE_APP), ("ingress", None)):
         proc, url = start_web(env, workers=workers, app=app)
         try:
+            # CPU per request of each part, from /proc: the web workers, the database's server
+            # processes (the pools keep theirs open) and this client
+            web = children(proc.pid)
+            before = {pid: cpu_seconds(pid) for pid in [*web, *backends(db_url)]}
+            client = time.process_time()
             results[label] = drive(url, bodies, concurrency)
+            client = time.process_time() - client
+            pg = backends(db_url)
+            used = {pid: cpu_seconds(pid) - before.get(pid, 0.0) for pid in [*web, *pg]}
         finally:
             stop(proc)
+        per_request = 1000 / len(bodies)
+        results[label].update(cpu_web=sum(used[p] for p in web) * per_request,
+                              cpu_pg=sum(used[p] for p in pg) * per_request, cpu_client=client * per_request)
     results["postgresql"] = {"rps": insert_commits(db_url, len(bodies), processes=workers, threads=THREADS)}
     results["ratio"] = {"rps": results["ingress"]["rps"] / results["bare"]["rps"],
                         "p99": results["ingress"]["p99"] / results["bare"]["p99"],
-                        "postgresql": results["ingress"]["rps"] / results["postgresql"]["rps"]}
+                        "postgresql": results["ingress"]["rps"] / results["postgresql"]["rps"],
+                        "cpu": _cpu(results["bare"]) / _cpu(results["ingress"])}
     return results
+
+
+def _cpu(figures: dict[str, float]) -> float:
+    return figures["cpu_web"] + figures["cpu_pg"] + figures["cpu_client"]
 
 
 def print_run(label: str, r: dict[str, dict[str, float]], workers: int) -> None:
@@ -117,6 +155,10 @@ def print_run(label: str, r: dict[str, dict[str, float]], workers: int) -> None:
           f"{'' if rps >= GOAL_RPS else ', not met'})   {p99:5.2f}x p99 (goal <= {GOAL_P99}x"
           f"{'' if p99 <= GOAL_P99 else ', not met'})")
     print(f"  {label:<10} {'ingress / PostgreSQL':<20} {r['ratio']['postgresql']:7.2f}x its commits/s")
+    b, i = r["bare"], r["ingress"]
+    print(f"  {label:<10} {'CPU ms per request':<20} bare: web {b['cpu_web']:.2f} + client {b['cpu_client']:.2f}; "
+          f"ingress: web {i['cpu_web']:.2f} + PostgreSQL {i['cpu_pg']:.2f} + client {i['cpu_client']:.2f}; "
+          f"bare / ingress {r['ratio']['cpu']:.2f}x")
 
 
 def main() -> None:
