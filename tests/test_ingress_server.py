@@ -233,3 +233,28 @@ def test_with_the_broker_down_a_notify_is_answered_at_once_and_left_for_redrive(
         stop(proc)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"SUCCESS")
     assert seconds < 1.0  # the answer does not wait for the broker
+
+
+def test_notifies_that_would_wait_too_long_are_shed_with_503_and_not_stored(db_url, redis_url, queue_name, tmp_path):
+    # the inbox locked by someone else for a while: the notifies on the threads wait for it and
+    # are stored; the others are not worked through after their clients gave up: answered 503
+    # with Retry-After, at once or when a thread frees, and not stored
+    from concurrent.futures import ThreadPoolExecutor
+
+    proc, url = _web(db_url, redis_url, queue_name, tmp_path, IOTLEDGER_WEB_MAX_WAIT_SECONDS="0.3")
+    locker = psycopg.connect(db_url)
+    try:
+        locker.execute("LOCK TABLE inbox IN SHARE MODE")  # an INSERT waits for it
+        with ThreadPoolExecutor(32) as pool:
+            sent = [pool.submit(_notify, url, f"PCSHED{n:02d}") for n in range(32)]
+            time.sleep(1.5)
+            locker.rollback()
+            answers = [(f"PCSHED{n:02d}", f.result()[0]) for n, f in enumerate(sent)]
+    finally:
+        locker.close()
+        stop(proc)
+    stored = [oid for oid, a in answers if a.startswith(b"HTTP/1.1 200") and a.endswith(b"SUCCESS")]
+    shed = [a for _, a in answers if a.startswith(b"HTTP/1.1 503")]
+    assert stored and shed and len(stored) + len(shed) == 32, answers
+    assert all(b"retry-after: 5" in a.lower() and a.endswith(b"overloaded, try again") for a in shed)
+    assert sorted(r[0] for r in _rows(db_url)) == sorted(stored)
