@@ -24,6 +24,7 @@ READERS = [
     ["expect-refund", "--mch-id", "10000701", "--mch-refund-no", "R1", "--original-order-id", "PC1",
      "--amount", "100"],
     ["sweep"], ["redrive"],
+    ["overview"], ["days"], ["day", "2026-11-20"], ["users", "list"], ["order", "SHOP-1"],
 ]
 
 
@@ -59,7 +60,7 @@ def test_every_reader_on_an_unmigrated_database_says_run_migrate(empty_db_url, r
 def test_every_command_with_postgresql_stopped_exits_3_within_seconds(redis_url, tmp_path):
     env = {"DATABASE_URL": DOWN_URL, "REDIS_URL": redis_url}
     (tmp_path / "in.jsonl").write_text(json.dumps(v3_pay("PC1", 100)) + "\n")
-    cases = [(a, env, None) for a in READERS + [["migrate"], ["clock", "--once"], ["run"],
+    cases = [(a, env, None) for a in READERS + [["migrate"], ["clock", "--once"], ["run"], ["console"],
                                                 ["demo", "--in-place", "--orders", "10"]]]
     cases.append((["ingest", str(tmp_path / "in.jsonl")], env, None))
     for args, proc, seconds in _run_all(cases, tmp_path):
@@ -91,6 +92,12 @@ def test_missing_files_and_bad_arguments_are_usage_errors(db_url, redis_url, tmp
         (["web", "--port", "70000"], env, None),
         (["check"], {**env, "IOTLEDGER_WEB_PORT": "70000"}, None),
         (["check"], {**env, "IOTLEDGER_MAX_AMOUNT_CENTS": "-5"}, None),
+        (["day", "20/11/2026"], env, None),
+        (["days", "--before", "yesterday"], env, None),
+        (["console", "--port", "70000"], env, None),
+        (["users", "add", "bob"], env, None),
+        (["users", "add", "bob", "--role", "viewer"], env, "short\n"),
+        (["check"], {**env, "IOTLEDGER_CONSOLE_SECRET_KEY": "too short"}, None),
     ]
     for args, proc, _ in _run_all(cases, tmp_path):
         assert "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])

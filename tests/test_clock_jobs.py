@@ -102,6 +102,9 @@ def test_two_clocks_close_a_day_once(db_url: str, conn: psycopg.Connection, tmp_
     assert [(k, key.rsplit(":", 1)[0] if k == "mismatch" else key) for k, key in kinds] == \
         [("mismatch", "mismatch:stuck_pending:PC-P"), ("daily_summary", "summary:2026-11-21")]
     assert (tmp_path / "2026-11-21" / "manifest-2026-11-21.json").exists()
+    # the files verify that followed the close is kept (the console's overview shows it)
+    assert conn.execute("SELECT source, ok, last_day FROM files_verify_runs").fetchall() == \
+        [("clock", True, date(2026, 11, 21))]
     # the next night catches up on nothing old, closes only the new day
     assert a.nightly(at("2026-11-23 00:15:00")) == {"2026-11-22": "done"}
     # after a week away, the clock catches up day by day

@@ -383,7 +383,8 @@ def test_under_gunicorn_the_answer_does_not_wait_for_the_broker_and_every_stored
     client = redis.Redis.from_url(stack.redis_url)
     queued = [json.loads(client.hget(f"dramatiq:{stack.queue}.msgs", mid))["args"][0]
               for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
-    assert queued == [r["id"] for r in rows]
+    # an id alone in a message, or several sent together in one
+    assert [i for m in queued for i in (m if isinstance(m, list) else [m])] == [r["id"] for r in rows]
 
 
 def test_under_gunicorn_with_redis_down_the_notify_is_answered_and_left_for_redrive(db_url, queue_name):
@@ -405,7 +406,7 @@ def test_under_gunicorn_with_redis_down_the_notify_is_answered_and_left_for_redr
     assert sample("iotledger_notify_enqueue_failed_total") - before == 1
 
 
-def test_ids_sent_together_go_in_one_round_trip_as_the_messages_dramatiq_would_have_sent(stack):
+def test_ids_sent_together_go_in_one_message_as_dramatiq_would_have_sent_it(stack):
     import dramatiq
 
     from worker.pipeline import messages
@@ -420,6 +421,13 @@ def test_ids_sent_together_go_in_one_round_trip_as_the_messages_dramatiq_would_h
     sent = [dramatiq.Message.decode(client.hget(f"dramatiq:{stack.queue}.msgs", mid))
             for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
     assert [(m.queue_name, m.actor_name, m.args, m.kwargs) for m in sent] == [
-        (stack.queue, "process_notify", (i,), {}) for i in (1, 2, 3, 4)]
+        (stack.queue, "process_notify", (1,), {}), (stack.queue, "process_notifies", ([2, 3, 4],), {})]
     assert sorted(sent[1].options) == sorted(sent[0].options) == ["redis_message_id"]
-    assert len({m.options["redis_message_id"] for m in sent}) == 4
+    assert len({m.options["redis_message_id"] for m in sent}) == 2
+    # more than a batch: a message a batch, in one round trip
+    client.delete(f"dramatiq:{stack.queue}", f"dramatiq:{stack.queue}.msgs")
+    ids = list(range(10, 10 + 2 * messages.IDS_PER_MESSAGE + 1))
+    messages.send_many(broker, stack.queue, ids)
+    sent = [dramatiq.Message.decode(client.hget(f"dramatiq:{stack.queue}.msgs", mid))
+            for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
+    assert [m.args[0] for m in sent] == [ids[:50], ids[50:100], ids[100:]]

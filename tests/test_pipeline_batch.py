@@ -182,10 +182,35 @@ def test_a_message_whose_row_another_batch_did_reads_once_and_posts_nothing(db_u
         assert (handled.skipped, handled.outcome, handled.pay_order_id) == (True, "posted", "PC2")
         assert str(failed.value).startswith("currency:")  # the row's own reason, as its batch recorded it
         # one indexed read each, nothing else: no transaction, no lock, no posting, no write
-        assert sent == [q("inbox_state").encode()] * 2
+        assert sent == [q("inbox_states").encode()] * 2
         assert not any(e["event"] == "ledger.post" for e in logs)
         assert snapshot(conn) == before
         assert conn.execute("SELECT id, updated_at FROM inbox ORDER BY id").fetchall() == rows_before
+
+
+def test_a_message_whose_row_a_batch_of_its_process_did_is_acknowledged_without_a_read(db_url):
+    settings = settings_for(db_url, 50)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        first = store(conn, v3_pay("PC1", 1000))
+        second = store(conn, v3_pay("PC2", 2000))
+        bad = store(conn, signed(dict(v3_pay("PC3", 500), currency="EUR"), KEY))
+    finished = process.Finished()
+    with psycopg.connect(db_url) as conn:
+        process.handle(conn, first, settings, batch_size=50, finished=finished)  # takes the other two
+    # the batch committed; its process knows the two rows' outcomes: no connection needed at all
+    closed = psycopg.connect(db_url)
+    closed.close()
+    handled = process.handle(closed, second, settings, batch_size=50, finished=finished)
+    assert (handled.inbox_id, handled.skipped, handled.outcome, handled.pay_order_id) == (second, True, "posted", "PC2")
+    with pytest.raises(process.RowFailed) as failed:
+        process.handle(closed, bad, settings, batch_size=50, finished=finished)
+    assert str(failed.value).startswith("currency:")
+    # taken once: a second delivery of the same message reads the row
+    with pytest.raises(RetryableError):
+        process.handle(closed, second, settings, batch_size=50, finished=finished)
+    # the message's own row is not remembered (its message is the one being answered)
+    with pytest.raises(RetryableError):
+        process.handle(closed, first, settings, batch_size=50, finished=finished)
 
 
 def test_a_row_held_by_a_batch_in_flight_is_waited_for_after_taking_others(db_url):
@@ -291,3 +316,73 @@ def test_concurrent_batches_over_the_same_orders_post_each_once(db_url):
         assert refundables == {f"PC{n}": 200 + n for n in range(30)}
         assert conn.execute("SELECT sum(attempts), count(*) FROM inbox").fetchone() == (150, 150)
         assert run_checks(conn).ok
+
+
+# plain notifies (worker/ledger/batch.py) around the stream: posted as a set, one statement a round
+PLAIN: list[tuple[str, dict[str, Any], bool]] = [
+    ("plain pay", v3_pay("PP1", 1000), False),
+    ("plain pay, refunded twice below", v3_pay("PP2", 900), False),
+    ("a refund of a pay posted before the batch", v3_refund("RW1", "PW0", 200), False),
+    ("first refund of a pay of this batch", v3_refund("RP2a", "PP2", 300), False),
+    ("plain pay, voided below", v3_pay("PP3", 700), False),
+    ("second refund of a pay of this batch", v3_refund("RP2b", "PP2", 600), False),
+    ("the void in full", v3_refund("VP3", "PP3", 700, pay_type="void"), False),
+    ("plain v1 pay", v1_pay("PV1", 2500), True),
+    ("a pay stating another refundable", v3_pay("PP4", 800, refundable=500), False),
+    ("a refund beyond what the refund before it left", v3_refund("RP2c", "PP2", 1), False),
+    ("the first refund again", reordered(v3_refund("RP2a", "PP2", 300)), False),
+    ("a pending pay", v3_pay("PP5", 300, status=1), False),
+    ("a failed pay", v3_pay("PP6", 400, status=9), False),
+    ("a pending pay, its success below", v3_pay("PP7", 500, status=0), False),
+    ("the success of the pending pay", v3_pay("PP7", 500), False),
+]
+WARM = v3_pay("PW0", 5000)  # posted before the batch, so the merchant's accounts are known
+
+
+def batch_and_alone(db_url: str, second_db_url: str, stream) -> tuple[dict, dict, list[dict]]:
+    """Post WARM alone in both databases, then the stream: in one batch in db_url, one at a time in
+    the other; return both snapshots and the batch's log lines."""
+    with psycopg.connect(db_url, autocommit=True) as a, psycopg.connect(second_db_url, autocommit=True) as b:
+        warm = store(a, WARM)
+        assert store(b, WARM) == warm
+        ids = [store(a, params, form) for _, params, form in stream]
+        assert [store(b, params, form) for _, params, form in stream] == ids
+    alone(second_db_url, [warm, *ids])
+    settings = settings_for(db_url, 50)
+    with psycopg.connect(db_url) as conn:
+        assert process.handle(conn, warm, settings, batch_size=1).outcome == "posted"
+        with structlog.testing.capture_logs() as logs:
+            process.handle(conn, ids[0], settings, batch_size=settings.batch_size)
+        assert conn.execute("SELECT count(*) FROM inbox WHERE state IN ('received', 'queued')").fetchone() == (0,)
+        conn.rollback()
+    with psycopg.connect(db_url) as batch_conn, psycopg.connect(second_db_url) as alone_conn:
+        return snapshot(batch_conn), snapshot(alone_conn), [e for e in logs if e["event"] == "ledger.batch"]
+
+
+def test_plain_notifies_posted_as_a_set_get_exactly_what_they_get_alone(db_url, second_db_url):
+    stream = [PLAIN[0], *STREAM[:2], *PLAIN[1:4], *STREAM[3:8], *PLAIN[4:], *STREAM[9:]]  # STREAM[8]: see below
+    got, want, batches = batch_and_alone(db_url, second_db_url, stream)
+    for table in want:
+        assert got[table] == want[table], table
+    # the plain ones went as a set: PP1, RW1, PP2 and its two refunds that fit (not RP2c, beyond
+    # them), PP3 and its void, PP5 and PP6 (recorded pending, failed), PP7's pending (its success
+    # comes after, alone), STREAM's first PC1 and PC5's pending (what follows each comes after,
+    # one at a time); not PV1 (its USD accounts are new), PP4 (a mismatch to record), nor the rest
+    # of STREAM (a refund before its pay, bad fields)
+    assert [(b["plain"], b["refused"]) for b in batches] == [(12, False)]
+    outcome = {what: out for (what, _, _), (_, _, out, _, _) in zip(stream, got["inbox"][1:])}
+    assert [outcome[w] for w, _, _ in PLAIN] == ["posted"] * 8 + ["posted", "rejected", "duplicate", "pending",
+                                                                   "failed", "pending", "posted"]
+    assert ("PP2", 900, 900, 0) in got["balances"] and ("PP3", 700, 700, 0) in got["balances"]
+    assert ("PW0", 5000, 200, 4800) in got["balances"]
+    assert [k for oid, k, *_ in got["exceptions"] if oid == "PP4"] == ["refundable_mismatch"]
+
+
+def test_a_plain_set_postgresql_refuses_is_posted_one_at_a_time(db_url, second_db_url):
+    # the 11-digit cardNum is plain to Python; PostgreSQL refuses the set, and each is posted alone
+    stream = [PLAIN[0], STREAM[8], PLAIN[1], PLAIN[3]]
+    got, want, batches = batch_and_alone(db_url, second_db_url, stream)
+    for table in want:
+        assert got[table] == want[table], table
+    assert [(b["plain"], b["refused"]) for b in batches] == [(0, True)]
+    assert [state for _, state, *_ in got["inbox"][1:]] == ["done", "failed", "done", "done"]

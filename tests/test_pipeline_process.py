@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
+import dramatiq
 import psycopg
 import pytest
 import redis
@@ -133,7 +134,11 @@ def test_redrive_queues_only_unfinished_rows_older_than_the_age_in_batches(conn,
     r = redis.Redis.from_url(redis_url)
     try:
         assert redrive_once(db_url, redis_url, settings, now=NOW) == BATCH + 3
-        assert r.llen(f"dramatiq:{queue_name}") == BATCH + 3
+        # 500 ids a round, 50 a message: 10 messages, then 1 of the last 3
+        queued = [dramatiq.Message.decode(r.hget(f"dramatiq:{queue_name}.msgs", m)).args[0]
+                  for m in r.lrange(f"dramatiq:{queue_name}", 0, -1)]
+        assert [len(m) for m in queued] == [50] * 10 + [3]
+        assert sorted(i for m in queued for i in m) == sorted(ids)
         assert redrive_once(db_url, redis_url, settings, now=NOW) == 0
         # a redriven row still not done is queued again once the age has passed again
         assert redrive_once(db_url, redis_url, settings, now=NOW + timedelta(seconds=121)) == BATCH + 4

@@ -124,3 +124,60 @@ def test_permanent_errors_are_recorded_not_retried_and_replay_posts_them_once_fi
     assert got[bad_field][0] == "failed"
     usage = run_cli("replay", env=fixed)
     assert usage.returncode == 2
+
+
+@pytest.mark.slow
+def test_a_message_of_several_rows_records_each_outcome_and_is_acknowledged(db_url, redis_url, queue_name, tmp_path):
+    unknown = store(db_url, v3_pay("PCX2", 300, mch=MCH2, key=KEY2))  # the worker lacks MCH2's key
+    good = store(db_url, v3_pay("PCZ2", 500))
+    refund_first = store(db_url, signed(dict(v3_pay("RZ2", 200), payType="refund", originalOrderId="PCZ3",
+                                             refundable=0), KEY))
+    pay = store(db_url, v3_pay("PCZ3", 700))
+    again = store(db_url, dict(reversed(list(v3_pay("PCZ2", 500).items()))))  # the same notify, other bytes
+    ids = [unknown, good, refund_first, pay, again]
+    env = service_env(db_url, redis_url, queue_name, ONLY_MCH, tmp_path)
+    worker = start_worker(env, processes=1, threads=2)
+    broker = sender_broker(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        messages.send_many(broker, queue_name, ids)  # one process_notifies message
+        wait_until(lambda: all(rows(db_url)[i][0] in ("done", "failed") for i in ids), 60, "every row to finish")
+        wait_until(lambda: r.llen(f"dramatiq:{queue_name}") == 0 and r.hlen(f"dramatiq:{queue_name}.msgs") == 0, 10,
+                   "the message to be acknowledged")
+        dead, delayed = r.zcard(f"dramatiq:{queue_name}.XQ"), r.zcard(f"dramatiq:{queue_name}.DQ")
+    finally:
+        stop(worker)
+        for key in r.scan_iter(f"dramatiq:{queue_name}*"):
+            r.delete(key)
+    assert (dead, delayed) == (0, 0)  # acknowledged: neither a dead letter nor a retry
+    got = rows(db_url)
+    assert got[unknown] == ("failed", None, "mchId: unknown merchant '10000702'", 1)
+    assert [got[i][:2] for i in (good, refund_first, pay, again)] == [
+        ("done", "posted"), ("done", "parked"), ("done", "posted"), ("done", "duplicate")]
+    assert sorted(entries(db_url)) == [("PCZ2", "pay", 500, None), ("PCZ3", "pay", 700, None),
+                                       ("RZ2", "refund", 200, "PCZ3")]
+    log = (tmp_path / "worker.log").read_text()
+    assert '"event": "worker.failed"' in log and f'"inbox_id": {unknown}' in log
+
+
+@pytest.mark.slow
+def test_a_message_of_several_rows_whose_retries_run_out_records_each_row_dead(db_url, redis_url, queue_name,
+                                                                                tmp_path, proxy):
+    a, b = store(db_url, v3_pay("PCD1", 100)), store(db_url, v3_pay("PCD2", 200))
+    env = service_env(proxy.url, redis_url, queue_name, MERCHANTS_JSON, tmp_path)
+    proxy.down()
+    worker = start_worker(env, processes=1, threads=2)
+    broker = sender_broker(redis_url)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=messages.BATCH_ACTOR_NAME, args=([a, b],),
+                                        kwargs={}, options={"max_retries": 1}))
+        wait_until(lambda: r.zcard(f"dramatiq:{queue_name}.XQ") >= 1, 60, "the retries to run out")
+        proxy.up()
+        wait_until(lambda: [rows(db_url)[i][0] for i in (a, b)] == ["dead", "dead"], 60, "both rows recorded dead")
+    finally:
+        stop(worker)
+        for key in r.scan_iter(f"dramatiq:{queue_name}*"):
+            r.delete(key)
+    assert all(rows(db_url)[i][2].startswith("retries exhausted after 1 attempts") for i in (a, b))
+    assert entries(db_url) == []

@@ -25,10 +25,11 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ctrl_c_on_run_stops_every_process_gracefully(db_url, redis_url, queue_name, tmp_path):
-    port = _free_port()
+    port, console_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTPAY_", "IOTLEDGER_"))}
     env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, IOTLEDGER_WEB_PORT=str(port), IOTLEDGER_QUEUE=queue_name,
                IOTLEDGER_DATA_DIR=str(tmp_path / "data"), IOTLEDGER_WORKER_PROCESSES="1",
+               IOTLEDGER_CONSOLE_PORT=str(console_port), IOTLEDGER_CONSOLE_WORKERS="1",
                IOTPAY_MERCHANTS=MERCHANTS_JSON)
     # a terminal's Ctrl-C goes to the whole foreground process group: start `run` as one and signal the group
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
@@ -40,6 +41,8 @@ def test_ctrl_c_on_run_stops_every_process_gracefully(db_url, redis_url, queue_n
         while time.monotonic() < deadline:  # every process up: the web answers and the worker says it is ready
             try:
                 web_up = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+                # the console, on its own address, shows nothing but its sign-in page without a session
+                web_up = web_up and httpx.get(f"http://127.0.0.1:{console_port}/", timeout=2).status_code == 302
             except httpx.HTTPError:
                 web_up = False
             if web_up and "ready for action" in out_path.read_text():
@@ -70,7 +73,7 @@ def test_ctrl_c_on_run_stops_every_process_gracefully(db_url, redis_url, queue_n
     assert "Killing worker process" not in out
     assert "Worker has been shut down." in out
     assert "SIGKILL" not in out + err
-    assert "Shutting down: Master" in out  # gunicorn's graceful stop
+    assert out.count("Shutting down: Master") == 2  # gunicorn's graceful stop, the ingress's and the console's
     assert "Traceback" not in out + err
     assert '"event": "clock.stop"' in out  # the clock stopped its schedule rather than dying mid-job
     assert "sending SIGKILL" not in out  # the sweep it was running returned after its pass

@@ -40,6 +40,7 @@ from worker.reports.alerts import AlertSink, alert_exceptions, alert_give_ups, d
 from worker.reports.businessday import business_day, last_closed_day
 from worker.reports.export import export_day, summary_rows
 from worker.reports.verify import VerifyReport, verify_files
+from worker.reports.views import record_verify
 from worker.reports.reconcile import reconcile
 from worker.sqlfiles import q
 
@@ -181,6 +182,7 @@ class Clock:
         """Run `files verify` over the series and alert its findings (again whenever they change)."""
         with psycopg.connect(self.database_url) as conn:
             report = verify_files(conn, self.out_dir, self.settings.settlement_tz, now=now)
+            record_verify(conn, report, "clock")  # the console's overview shows the last run
             if not report.ok:
                 text = "; ".join(f.detail for f in report.findings[:10])
                 key = hashlib.sha256("\n".join(f.detail for f in report.findings).encode()).hexdigest()[:16]

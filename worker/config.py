@@ -49,6 +49,15 @@ MAX_AMOUNT_LIMIT = 10**15  # a million orders at this size still sum far inside 
 DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS = 10.0
 # a notify that would wait longer than this for a thread is answered 503 at once (IOTPay retries)
 DEFAULT_WEB_MAX_WAIT_SECONDS = 1.0
+# the finance console: its own address, never the ingress's
+DEFAULT_CONSOLE_HOST = "127.0.0.1"
+DEFAULT_CONSOLE_PORT = 8001
+DEFAULT_CONSOLE_WORKERS = 2
+DEFAULT_CONSOLE_SESSION_HOURS = 12
+# failed sign-ins allowed per name and source address within the window (and ten times that per address)
+DEFAULT_CONSOLE_SIGNIN_FAILURES = 5
+DEFAULT_CONSOLE_SIGNIN_WINDOW_SECONDS = 900
+MIN_CONSOLE_SECRET_CHARS = 32
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -116,6 +125,16 @@ def _url(env: Mapping[str, str], name: str, default: str | None, schemes: tuple[
     return raw.rstrip("/") if schemes[0].startswith("http") else raw
 
 
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) < MIN_CONSOLE_SECRET_CHARS:
+        raise ConfigError(name, f"must be at least {MIN_CONSOLE_SECRET_CHARS} characters (it signs the session "
+                                f"cookies), got {len(raw)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, read once. See README 'Configuration' for each variable."""
@@ -147,6 +166,13 @@ class Settings:
     web_request_timeout_seconds: float = DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS
     web_max_wait_seconds: float = DEFAULT_WEB_MAX_WAIT_SECONDS
     batch_size: int = DEFAULT_BATCH_SIZE
+    console_host: str = DEFAULT_CONSOLE_HOST
+    console_port: int = DEFAULT_CONSOLE_PORT
+    console_workers: int = DEFAULT_CONSOLE_WORKERS
+    console_secret_key: str | None = field(default=None, repr=False)  # None: generated in data_dir
+    console_session_hours: int = DEFAULT_CONSOLE_SESSION_HOURS
+    console_signin_failures: int = DEFAULT_CONSOLE_SIGNIN_FAILURES
+    console_signin_window_seconds: int = DEFAULT_CONSOLE_SIGNIN_WINDOW_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +207,14 @@ class Settings:
                                                DEFAULT_WEB_REQUEST_TIMEOUT_SECONDS),
             web_max_wait_seconds=_float(env, "IOTLEDGER_WEB_MAX_WAIT_SECONDS", DEFAULT_WEB_MAX_WAIT_SECONDS),
             batch_size=_batch_size(env),
+            console_host=env.get("IOTLEDGER_CONSOLE_HOST") or DEFAULT_CONSOLE_HOST,
+            console_port=_port(env, "IOTLEDGER_CONSOLE_PORT", DEFAULT_CONSOLE_PORT),
+            console_workers=_int(env, "IOTLEDGER_CONSOLE_WORKERS", DEFAULT_CONSOLE_WORKERS, 1),
+            console_secret_key=_secret(env, "IOTLEDGER_CONSOLE_SECRET_KEY"),
+            console_session_hours=_int(env, "IOTLEDGER_CONSOLE_SESSION_HOURS", DEFAULT_CONSOLE_SESSION_HOURS, 1),
+            console_signin_failures=_int(env, "IOTLEDGER_CONSOLE_SIGNIN_FAILURES", DEFAULT_CONSOLE_SIGNIN_FAILURES, 1),
+            console_signin_window_seconds=_int(env, "IOTLEDGER_CONSOLE_SIGNIN_WINDOW_SECONDS",
+                                               DEFAULT_CONSOLE_SIGNIN_WINDOW_SECONDS, 1),
         )
 
 

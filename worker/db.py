@@ -33,6 +33,9 @@ ORDER_LOCK_SEED = 7_201_944  # hashtextextended seed of the per-order transactio
 MIGRATE_LOCK_KEY = 7_201_944_031  # session lock of `iotledger migrate`
 EXPORT_LOCK_KEY = 7_201_944_032  # transaction lock: exports of any day serialise (export_lock)
 SWEEP_LOCK_KEY = 7_201_944_105  # session lock of one sweep pass (sweep_try_lock)
+# transaction lock (with a second int key per name and address): sign-in attempts take turns (console_signin_lock)
+SIGNIN_LOCK_KEY = 7_201_944
+BOOKS_LOCK_KEY = 7_201_944_160  # transaction lock: book imports and adjustments serialise (books_lock_imports)
 
 REFUSALS = (psycopg.IntegrityError, psycopg.DataError)  # PostgreSQL refused the data: no retry can fix it
 

@@ -1,7 +1,8 @@
-"""Merchants known to this worker: their mchId, signing keys and login name.
+"""Merchants known to this worker: their mchId, signing keys, login name and fee schedule.
 
 Several keys for one merchant means key rotation: a message signed with any of them verifies,
-and the first key is the one used to sign outgoing requests.
+and the first key is the one used to sign outgoing requests. The fee schedule (`fees`, per
+channel: a percent plus fixed cents) is described in worker/fees.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.errors import ConfigError, UnknownMerchantError
+from worker.fees import FeeSchedule, parse_schedule
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Merchant:
     mch_id: str
     keys: tuple[str, ...] = field(repr=False)
     login_name: str = ""
+    fees: FeeSchedule = field(default_factory=FeeSchedule)
 
     @property
     def signing_key(self) -> str:
@@ -59,7 +62,7 @@ class Merchants(Mapping[str, Merchant]):
 
 def _parse_entries(data: Any, variable: str) -> dict[str, Merchant]:
     if not isinstance(data, dict):
-        raise ConfigError(variable, "must be an object mapping mchId to {keys, loginName}")
+        raise ConfigError(variable, "must be an object mapping mchId to {keys, loginName, fees}")
     out: dict[str, Merchant] = {}
     for mch_id, entry in data.items():
         where = f"merchant {mch_id!r}"
@@ -77,17 +80,19 @@ def _parse_entries(data: Any, variable: str) -> dict[str, Merchant]:
         login = entry.get("loginName", "")
         if not isinstance(login, str):
             raise ConfigError(variable, f"{where}: 'loginName' must be a string")
-        unknown = set(entry) - {"keys", "loginName"}
+        unknown = set(entry) - {"keys", "loginName", "fees"}
         if unknown:
             raise ConfigError(variable, f"{where}: unknown setting(s) {sorted(unknown)}")
-        out[mch_id] = Merchant(mch_id=mch_id, keys=tuple(keys), login_name=login)
+        fees = parse_schedule(entry["fees"], variable, where) if "fees" in entry else FeeSchedule()
+        out[mch_id] = Merchant(mch_id=mch_id, keys=tuple(keys), login_name=login, fees=fees)
     return out
 
 
 def load_merchants(json_text: str | None, toml_path: str | None) -> Merchants:
     """Build the registry from IOTPAY_MERCHANTS (JSON) and/or IOTPAY_MERCHANTS_FILE (TOML).
 
-    Both may be given; an mchId in both takes the keys of both (JSON first).
+    Both may be given; an mchId in both takes the keys of both (JSON first), and the fee rates
+    of both (JSON's rate of a channel first).
     Raises ConfigError naming the variable on any invalid value.
     """
     merged: dict[str, Merchant] = {}
@@ -109,6 +114,7 @@ def load_merchants(json_text: str | None, toml_path: str | None) -> Merchants:
             if mch_id in merged:
                 prev = merged[mch_id]
                 keys = prev.keys + tuple(k for k in m.keys if k not in prev.keys)
-                m = Merchant(mch_id, keys, prev.login_name or m.login_name)
+                fees = FeeSchedule({**m.fees.rates, **prev.fees.rates})
+                m = Merchant(mch_id, keys, prev.login_name or m.login_name, fees)
             merged[mch_id] = m
     return Merchants(merged)

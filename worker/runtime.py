@@ -6,10 +6,12 @@
                          allow_new_services())
     connect()            a new connection to the configured database (worker.db.connect)
     ingress_app()        gunicorn's app factory: the ingress, its pool and the broker
+    console_app(out)     gunicorn's app factory of `iotledger console`: the finance console
     worker_broker()      a `dramatiq` worker process's broker, with every actor of the queue on it
     worker_pool()        a worker process's connection pool, opened on first use (after the fork)
 
-Its users are the command line (`iotledger`), gunicorn (`worker.runtime:ingress_app()`) and the
+Its users are the command line (`iotledger`), gunicorn (`worker.runtime:ingress_app()`,
+`worker.runtime:console_app('<reports folder>')`) and the
 module the `dramatiq` command loads (worker/pipeline/workers.py). Nothing below them imports it:
 the layers are handed their settings, URLs, pools and broker.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -28,6 +31,7 @@ from worker.services import Endpoints, endpoints
 
 if TYPE_CHECKING:  # imported where used: a command that needs no broker or pool does not load them
     import dramatiq
+    from flask import Flask
     import psycopg_pool
 
     from worker.pipeline.ingress import Ingress
@@ -87,6 +91,16 @@ def ingress_app() -> Ingress:
     pool, broker = make_pool(ep.database_url), setup_broker(ep.broker_url)
     # the answer never waits for the broker: one thread per web process sends the ids
     return Ingress(s, pool, broker, enqueuer=BackgroundEnqueuer(broker, s.queue_name, pool))
+
+
+def console_app(out_dir: str = "reports") -> Flask:
+    """The finance console from the environment (gunicorn's entry point of `iotledger console`):
+    its settings, the database and the settlement files folder. Raises ConfigError for an invalid
+    configuration, OSError when the session key cannot be kept in the data folder."""
+    from worker.console.app import create_app
+    from worker.console.gunicorn_conf import THREADS
+
+    return create_app(app_settings(), app_endpoints().database_url, Path(out_dir), threads=THREADS)
 
 
 def worker_pool() -> psycopg_pool.ConnectionPool:

@@ -37,24 +37,25 @@ SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_orde
        state, outcome, reason, attempts, redrives, queued_at, processed_at
 FROM inbox WHERE id = %(id)s
 
--- name: inbox_state
--- A message's first look at its row: one indexed read, no lock (a row another batch finished is
+-- name: inbox_states
+-- Messages' first look at their rows: one indexed read, no lock (a row another batch finished is
 -- acknowledged on it).
-SELECT state, outcome, reason, pay_order_id FROM inbox WHERE id = %(id)s
+SELECT id, state, outcome, reason, pay_order_id FROM inbox WHERE id = ANY(%(ids)s::bigint[])
 
 -- name: inbox_claim
--- A message's own row, locked for its batch: waits for a batch that holds it.
+-- A message's own rows, locked for its batch: waits for a batch that holds one. In id order, as
+-- every batch takes them.
 SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id, received_at, verified_at,
        state, outcome, reason, attempts, redrives, queued_at, processed_at
 FROM inbox
-WHERE id = %(id)s FOR UPDATE
+WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE
 
 -- name: inbox_claim_unless_locked
--- A message's own row, locked for its batch unless another batch holds it (then no row).
+-- A message's own rows, locked for its batch, but those another batch holds (left out).
 SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id, received_at, verified_at,
        state, outcome, reason, attempts, redrives, queued_at, processed_at
 FROM inbox
-WHERE id = %(id)s FOR UPDATE SKIP LOCKED
+WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE SKIP LOCKED
 
 -- name: inbox_claim_ready
 -- Up to `limit` other rows waiting for the ledger, oldest first (the index inbox_unfinished_idx),
@@ -63,7 +64,7 @@ WHERE id = %(id)s FOR UPDATE SKIP LOCKED
 SELECT id, body, pan_masked, content_type, family, remote_addr, mch_id, pay_order_id, received_at, verified_at,
        state, outcome, reason, attempts, redrives, queued_at, processed_at
 FROM inbox
-WHERE state IN ('received', 'queued') AND id <> %(id)s
+WHERE state IN ('received', 'queued') AND id <> ALL(%(ids)s::bigint[])
 ORDER BY coalesce(queued_at, received_at)
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED

@@ -249,7 +249,7 @@ SELECT
                coalesce(sum(je.amount) FILTER (WHERE je.kind = 'pay'), 0) AS paid_cents,
                coalesce(sum(je.amount) FILTER (WHERE je.kind IN ('refund', 'void')), 0) AS refunded_cents
         FROM journal_entries je
-        WHERE je.occurred_at >= %(start)s AND je.occurred_at < %(end)s AND je.kind <> 'reversal'
+        WHERE je.occurred_at >= %(start)s AND je.occurred_at < %(end)s AND je.kind IN ('pay', 'refund', 'void')
         GROUP BY 1, 2) t) AS totals,
     (SELECT count(*) FROM expected_orders e
      WHERE e.created_at >= %(start)s AND e.created_at < %(end)s
@@ -555,7 +555,8 @@ DELETE FROM job_runs WHERE job IN ('sweep', 'redrive', 'alerts') AND started_at 
 -- business day of the earliest ledger entry (NULL: an empty ledger, nothing to close yet).
 SELECT coalesce(least((SELECT min(export_date) FROM settlement_exports),
                       (SELECT min(slot::date) FROM job_runs WHERE job = 'nightly')),
-                (SELECT (min(occurred_at) AT TIME ZONE %(tz)s)::date FROM journal_entries));
+                (SELECT (min(occurred_at) AT TIME ZONE %(tz)s)::date FROM journal_entries
+                 WHERE kind IN ('pay', 'refund', 'void', 'reversal')));
 
 -- name: nightly_done_between
 SELECT slot::date FROM job_runs WHERE job = 'nightly' AND status = 'done' AND slot::date BETWEEN %(first)s AND %(last)s;
@@ -590,11 +591,12 @@ WHERE a.occurred_at < %(end)s
 ORDER BY a.entry_id;
 
 -- name: files_ledger_net
--- The ledger's net per merchant and currency (clearing postings) of the entries the files must hold.
+-- The ledger's net per merchant and currency (clearing postings) of the entries the files must hold
+-- (the gateway's transactions: the books' fees, payouts and adjustments are in no settlement file).
 SELECT je.mch_id, je.currency::text AS currency, count(DISTINCT je.id) AS entries, sum(p.amount) AS net_cents
 FROM journal_entries je
 JOIN postings p ON p.entry_id = je.id
 JOIN accounts a ON a.id = p.account_id AND a.kind = 'clearing'
-WHERE je.occurred_at < %(end)s
+WHERE je.occurred_at < %(end)s AND je.kind IN ('pay', 'refund', 'void', 'reversal')
   AND NOT EXISTS (SELECT 1 FROM entries_awaiting_file w WHERE w.entry_id = je.id AND je.posted_at > %(last_written)s)
 GROUP BY 1, 2 ORDER BY 1, 2;

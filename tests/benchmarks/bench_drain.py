@@ -5,9 +5,10 @@ next to the single-row INSERT commit ceiling at the same concurrency, measured i
     python -m tests.benchmarks.bench_drain --rows 30000 --scaling 1,2,4    # the cost of growth
 
 The inbox is filled with signed V3 notifies (four pays for each refund of one of them), as the
-ingress would have stored them, and every inbox id is queued in Redis; then `iotledger worker`
-starts and the clock runs until every row is done: each message loads its row, verifies the
-sign again, posts through the ledger code and marks the row. The ceiling (ceilings.py) is plain
+ingress would have stored them, and every inbox id is queued in Redis as redrive queues a
+backlog (`messages.send_many`: 50 ids a message); then `iotledger worker` starts and the clock
+runs until every row is done: each message claims its rows and others waiting, verifies each
+sign again, posts them through the ledger code and marks the rows, a batch a transaction. The ceiling (ceilings.py) is plain
 single-row INSERT + COMMIT into a bare table of the same database from as many connections as
 the drain has worker threads (processes x threads), measured just before the workers start.
 `--scaling` repeats the whole run (a fresh backlog each time) for each number of worker
@@ -109,8 +110,8 @@ def drain(server: str, redis_url: str, rows: int, processes: int, threads: int, 
         broker = sender_broker(redis_url)
         with psycopg.connect(db_url) as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM inbox ORDER BY id")]
-        for inbox_id in ids:
-            messages.send(broker, q, inbox_id)
+        for start in range(0, len(ids), 500):  # as redrive queues a backlog: 500 rows a round trip
+            messages.send_many(broker, q, ids[start:start + 500])
         t2 = time.perf_counter()
         print(f"backlog: {rows} inbox rows stored in {t1 - t0:.1f}s, queued in {t2 - t1:.1f}s "
               f"({rows / (t2 - t1):.0f} enqueues/s)")

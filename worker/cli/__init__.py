@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import psycopg
 
 from worker import db, runtime
-from worker.cli import admin, gateway, ledger, pipeline, protocol, reports
+from worker.cli import admin, books, console, gateway, ledger, pipeline, protocol, reports
 from worker.errors import ConfigError, PermanentError, RetryableError
 from worker.migrations import MigrationError
 
-MODULES = [admin, protocol, ledger, pipeline, gateway, reports]
+MODULES = [admin, protocol, ledger, books, pipeline, gateway, reports, console]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "run",
-        help="start the services, migrate, and run the Procfile's processes (web, worker, clock)",
+        help="start the services, migrate, and run the Procfile's processes (web, worker, clock, console)",
         description="The main job: services up, migrate, then every Procfile process under honcho.",
     )
     p.add_argument("processes", nargs="*", help="only these Procfile processes (default: all)")

@@ -9,7 +9,6 @@ from datetime import date, datetime, timedelta, timezone
 
 from worker.ledger.checks import run_checks
 from worker.ledger.notify_file import ingest_lines
-from worker.ledger.views import order_view
 from worker.runtime import app_settings, connect
 
 
@@ -29,9 +28,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_order(args: argparse.Namespace) -> int:
+    from worker.reports import views
+
+    s = app_settings()
     with connect() as conn:
-        view = order_view(conn, args.order_id)
+        view = None if args.mch_id else views.order_evidence(conn, args.order_id, s.merchants)
+        if view is None:  # not a payOrderId: a merchant order number?
+            found = views.find_orders(conn, args.order_id, args.mch_id)
+            if len(found["orders"]) == 1 and not found["expected_only"]:
+                view = views.order_evidence(conn, found["orders"][0]["pay_order_id"], s.merchants)
     if view is None:
+        if found["orders"] or found["expected_only"]:
+            if args.json:
+                print(json.dumps({"matches": found}, indent=2, ensure_ascii=False))
+            print(f"iotledger order: {args.order_id!r} names {len(found['orders'])} order(s) and "
+                  f"{len(found['expected_only'])} expected order(s) never reported by the gateway:", file=sys.stderr)
+            for o in found["orders"]:
+                print(f"  {o['pay_order_id']}  merchant {o['mch_id']}  {o['pay_type']}  {o['amount']} {o['currency']}  "
+                      f"{o['state']}", file=sys.stderr)
+            for e in found["expected_only"]:
+                print(f"  expected {e['mch_id']}/{e['mch_order_no']}  {e['amount']} {e['currency']}  created "
+                      f"{e['created_at']}  gave up {e['gave_up_at'] or '-'}", file=sys.stderr)
+            return 1
         print(f"iotledger order: no order {args.order_id!r} in the ledger or the inbox", file=sys.stderr)
         return 1
     if args.json:
@@ -56,8 +74,14 @@ def cmd_order(args: argparse.Namespace) -> int:
         for x in view["exceptions"]:
             print(f"  exception {x['kind']}: {x['reason']}")
     for n in view["notifies"]:
-        print(f"  notify inbox/{n['inbox_id']} received {n['received_at']}: {n['state']}"
-              + (f" {n['outcome']}" if n["outcome"] else "") + (f" ({n['reason']})" if n["reason"] else ""))
+        print(f"  notify inbox/{n['inbox_id']} {n['pay_order_id']} received {n['received_at']}: {n['state']}"
+              + (f" {n['outcome']}" if n["outcome"] else "") + (f" ({n['reason']})" if n["reason"] else "")
+              + f"; {n['verification']['result']}" + (f" with {n['verification']['key']}" if n["verification"]["key"] else ""))
+    for m in view.get("mismatches", []):
+        print(f"  mismatch {m['class']} (reconcile of {m['business_date']}, {'open' if m['open'] else 'no longer found'})")
+    print("  evidence in time order:")
+    for ev in view.get("timeline", []):
+        print(f"    {ev['at']}  {ev['kind']:17} {ev['text']}")
     return 0
 
 
@@ -75,24 +99,36 @@ def cmd_check(args: argparse.Namespace) -> int:
         day = (str(bd.day), bd.start, bd.end)
     with connect() as conn:
         report = run_checks(conn, parked_before=datetime.now(timezone.utc) - timedelta(seconds=s.parked_alert_seconds),
-                            day=day)
+                            day=day, tz=s.settlement_tz.key)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
         for code, t in report.currencies.items():
             print(f"{code}: paid {t['paid']}  refunded {t['refunded']}  net {t['net']} cents "
                   f"({t['pay_count']} pays, {t['refund_count']} refunds/voids)")
+            print(f"  {_books_line(t)}")
         for label, rows in ([("merchant", report.merchants)] +
                             ([(f"{report.day['date']}", report.day["merchants"])] if report.day else [])):
             for m in rows:
                 print(f"  {label} {m['mch_id']} {m['currency']}: paid {m['paid']}  refunded {m['refunded']}  "
                       f"net {m['net']} cents")
+                if "clearing" in m:
+                    print(f"    {_books_line(m)}")
         for p in report.parked_too_long:
             print(f"parked too long: refund {p['pay_order_id']} waits for {p['original_order_id']} since {p['first_seen_at']}")
         for v in report.violations:
-            print(f"VIOLATION {v['rule']}: {v.get('pay_order_id') or v.get('currency') or ''} {v['detail']}")
+            where = v.get("pay_order_id") or v.get("subject") or " ".join(
+                x for x in (v.get("mch_id"), v.get("currency")) if x)
+            print(f"VIOLATION {v['rule']}: {where or ''} {v['detail']}")
         print("ok" if report.ok else f"{len(report.violations)} violation(s)")
     return 0 if report.ok else 1
+
+
+def _books_line(t: dict) -> str:
+    """net = clearing + fees + in_transit + bank, the books' identity, with its figures."""
+    holds = t["net"] == t["clearing"] + t["fees"] + t["in_transit"] + t["bank"]
+    return (f"net {t['net']} = clearing {t['clearing']} + fees {t['fees']} + in_transit {t['in_transit']} "
+            f"+ bank {t['bank']}: {'adds up' if holds else 'DOES NOT ADD UP'}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,17 +145,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "order",
-        help="show one order: state, amounts, refunds, journal entries and legs, exceptions",
-        description="Amounts are integer cents. Exit 1 when the order is unknown.",
+        help="show one order and its evidence chain: notifies, gateway queries, entries, files, mismatches",
+        description="By payOrderId or merchant order number: state, amounts, refunds, journal entries and legs, "
+        "exceptions, each notify as received (masked, with the key that verifies it), the sweep's questions, the "
+        "settlement file of each entry, reconcile mismatches, and all of it in time order (what the console's order "
+        "page shows). Exit 1 when the order is unknown, or when a merchant order number names several.",
     )
-    p.add_argument("order_id", metavar="ORDER_ID", help="the gateway payOrderId")
-    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("order_id", metavar="ORDER_ID",
+                   help="the gateway payOrderId, or the merchant's order number (mchOrderNo)")
+    p.add_argument("--mch-id", help="look ORDER_ID up as a merchant order number of this merchant")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: the order, and its evidence chain (notifies masked with their "
+                        "verification, gateway queries, entries, settlement files, mismatches, timeline)")
     p.set_defaults(func=cmd_order)
 
     p = sub.add_parser(
         "check",
         help="check every ledger invariant; exit 1 on any violation",
-        description="Each entry balances; postings sum to zero per currency; clearing = paid - refunded; "
+        description="Each entry balances; postings sum to zero per currency; per merchant and currency "
+        "paid - refunded = clearing + fees + in_transit + bank (what IOTPay still owes, kept, paid out, and "
+        "what reached the bank); every fee, payout, deposit and adjustment agrees with its document line; "
         "every pay's refundable = amount - refunds; every refund has a posted original. Also lists "
         "refunds parked longer than IOTLEDGER_PARKED_ALERT_SECONDS.",
     )

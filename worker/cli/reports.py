@@ -113,10 +113,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_files_verify(args: argparse.Namespace) -> int:
     from worker.reports.verify import verify_files
+    from worker.reports.views import record_verify
 
     s = app_settings()
     with connect() as conn:
         report = verify_files(conn, Path(args.out), s.settlement_tz)
+        record_verify(conn, report, "cli")  # the console's overview shows the last run
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

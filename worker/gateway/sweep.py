@@ -7,9 +7,10 @@ One pass (`sweep_once`, run by `iotledger sweep` and the clock every minute):
 2. find the due work: expected orders not final whose `next_query_at` has come, and the
    original pay of every refund parked without it;
 3. query the gateway with bounded concurrency (a thread pool) and a per-merchant rate limit;
-4. post every answer through the ledger's own `post_notify` (source "query"): a success posts
-   exactly once even when the notify arrives at the same moment (the ledger's advisory lock
-   and unique constraints decide); posting an original releases the refunds parked on it;
+4. post the answers, a batch at a time, through the ledger's own batch posting (source "query",
+   worker/ledger/batch.py): a success posts exactly once even when the notify arrives at the same
+   moment (the ledger's advisory locks and unique constraints decide); posting an original
+   releases the refunds parked on it;
 5. schedule the next query by the order's age (worker/gateway/schedule.py), or give up at the
    give-up age: `gave_up_at` is set, `sweep.gave_up` is logged, and it is never queried again.
    This bookkeeping is written a batch of answers at a time (worker/gateway/sweep_records.py),
@@ -43,7 +44,6 @@ from worker.gateway.ratelimit import RateLimiter
 from worker.gateway.schedule import Schedule
 from worker.gateway.sweep_records import DEFAULT_RECORD_BATCH, Answered, QueryResult, Records
 from worker.iotpay.channels import family_for_channel
-from worker.ledger.posting import post_notify
 from worker.sqlfiles import q
 
 DEFAULT_CONCURRENCY = 8
@@ -81,8 +81,9 @@ class SweepReport:
 
 
 def open_pool(database_url: str, concurrency: int = DEFAULT_CONCURRENCY) -> psycopg_pool.ConnectionPool:
-    """A connection pool sized for one sweep pass (the lock connection plus one per worker)."""
-    return db.open_pool(database_url, name="sweep", max_size=concurrency + 1, timeout=30.0)
+    """A connection pool for sweep passes: a pass's work is on one connection (its queries need
+    none); two let `next_due` and a pass share it."""
+    return db.open_pool(database_url, name="sweep", max_size=2, timeout=30.0)
 
 
 def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now: datetime,
@@ -109,7 +110,7 @@ def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now:
             log.info("sweep.skipped", reason="another sweep is running")
             return report
         try:
-            _run(lock_conn, pool, client, now, schedule, concurrency, limiter, batch, record_batch, report)
+            _run(lock_conn, client, now, schedule, concurrency, limiter, batch, record_batch, report)
         finally:
             lock_conn.execute(q("sweep_unlock"), {"key": db.SWEEP_LOCK_KEY})
             lock_conn.autocommit = False
@@ -122,7 +123,7 @@ def sweep_once(pool: psycopg_pool.ConnectionPool, client: GatewayClient, *, now:
     return report
 
 
-def _run(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, client: GatewayClient, now: datetime,
+def _run(conn: psycopg.Connection, client: GatewayClient, now: datetime,
          schedule: Schedule, concurrency: int, limiter: RateLimiter | None, batch: int, record_batch: int,
          report: SweepReport) -> None:
     with conn.transaction():
@@ -137,8 +138,7 @@ def _run(conn: psycopg.Connection, pool: psycopg_pool.ConnectionPool, client: Ga
     run_id = conn.execute(q("sweep_run_start"), {"now": now, "concurrency": concurrency}).fetchone()[0]
 
     def task(item: tuple[Literal["expected", "parked"], dict[str, Any]]) -> Answered:
-        with pool.connection() as task_conn:  # one connection per task: the query's answer is posted on it
-            return _ask(task_conn, client, limiter, *item)
+        return _ask(client, limiter, *item)
 
     records = Records(conn, now, schedule, record_batch)
     tasks: list[tuple[Literal["expected", "parked"], dict[str, Any]]] = \
@@ -202,13 +202,13 @@ def _query(client: GatewayClient, limiter: RateLimiter | None, family: str, mch_
     return client.query(family, mch_id, **ids)  # type: ignore[arg-type]
 
 
-def _ask(conn: psycopg.Connection, client: GatewayClient, limiter: RateLimiter | None,
+def _ask(client: GatewayClient, limiter: RateLimiter | None,
          table: Literal["expected", "parked"], row: dict[str, Any]) -> Answered:
-    """One task: ask the gateway about a due row and post its answer through the ledger.
+    """One task: ask the gateway about a due row.
 
-    What the answer means is decided when its batch is recorded (worker/gateway/sweep_records.py).
-    Raises RetryableError when PostgreSQL is unavailable; every other failure is logged and
-    returned as an answer with its error.
+    The answer is posted, and what it means decided, when its batch is recorded
+    (worker/gateway/sweep_records.py). Every failure is logged and returned as an answer with
+    its error.
     """
     if table == "expected":
         ids = {"pay_order_id": row["pay_order_id"]} if row["pay_order_id"] else {"mch_order_no": row["mch_order_no"]}
@@ -223,15 +223,12 @@ def _ask(conn: psycopg.Connection, client: GatewayClient, limiter: RateLimiter |
         answer = _query(client, limiter, row["family"], row["mch_id"], **ids)
         _require_pay(answer, asked)
         status = answer.notify.status
-        result = post_notify(conn, answer.notify, source="query")
         # an expected order is settled by the order the gateway named; a parked original by itself
         decides = answer.notify.pay_order_id if table == "expected" else asked
-        return Answered(table, row, status, decides, result)
+        return Answered(table, row, status, decides, notify=answer.notify)
     except (GatewayNetworkError, GatewayFailError) as exc:
         error = str(exc)[:500]
         log.info("sweep.no_answer", **who, error=str(exc))
-    except RetryableError:
-        raise
     except IotLedgerError as exc:  # bad sign, malformed answer: keep asking, someone must look
         error = str(exc)[:500]
         log.warning("sweep.bad_answer", **who, error=str(exc))

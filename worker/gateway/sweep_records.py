@@ -1,14 +1,16 @@
-"""The sweep's records: what each answer means for its order, written a batch at a time.
+"""The sweep's records: the answers posted and what each means for its order, a batch at a time.
 
-A sweep task asks the gateway and posts the answer through the ledger (worker/gateway/sweep.py).
-What follows is bookkeeping, done here by the pass's coordinating thread for a batch of answers
-at once: one read of the ledger's state of every order answered, then what each answer means
-(paid, failed, rejected, still pending), the next query time or the give-up, and one UPDATE per
-table for the whole batch. Each query used to pay two more transactions of its own for this.
+A sweep task only asks the gateway (worker/gateway/sweep.py). The pass's coordinating thread then
+takes a batch of answers at once: it posts them through the ledger in one transaction
+(worker/ledger/batch.py, source "query": each answer gets what posting it alone gives, the plain
+ones as a set), reads the ledger's state of every order answered, decides what each answer means
+(paid, failed, rejected, still pending), the next query time or the give-up, and writes one
+UPDATE per table for the whole batch. Each query used to pay a posting transaction and two more
+of its own for this.
 
-The batch commits asynchronously: losing the last batches in a crash only means those orders are
-asked once more (posting is idempotent, and a posted order is settled from the ledger without a
-query). The ledger's posting itself commits synchronously.
+The posts commit synchronously, as every post does. The bookkeeping commits asynchronously:
+losing the last batches in a crash only means those orders are asked once more (posting is
+idempotent, and a posted order is settled from the ledger without a query).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import psycopg
 from psycopg.rows import dict_row
 
 from worker import logs
+from worker.errors import IotLedgerError
 from worker.gateway.schedule import PARKED_STEPS, Schedule
+from worker.iotpay.notify import Notify
+from worker.ledger.batch import post_batch
 from worker.ledger.outcome import PostResult
 from worker.sqlfiles import q
 
@@ -37,14 +42,15 @@ _NOT_IN_LEDGER = {"state": None, "pay_type": None, "inbox_open": False, "parked"
 
 @dataclass(frozen=True)
 class Answered:
-    """What one sweep task did: the due row it asked about, and the answer it posted or why none."""
+    """What one sweep task found: the due row it asked about, and the answer to post or why none."""
 
     table: Literal["expected", "parked"]
     row: dict[str, Any]  # the row of sweep_due_expected / sweep_due_parked
     status: int | None = None  # the gateway's status, once the answer was taken as one about a pay
-    pay_order_id: str | None = None  # the order whose ledger state decides (set when posted)
-    result: PostResult | None = None  # the post of the answer; None: no usable answer
-    error: str | None = None  # why there is no usable answer (already logged by the task)
+    pay_order_id: str | None = None  # the order whose ledger state decides (set with the answer)
+    result: PostResult | None = None  # the post of the answer (set by Records); None: no usable answer
+    error: str | None = None  # why there is no usable answer (already logged)
+    notify: Notify | None = None  # the answer, to be posted
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,9 @@ class Records:
         return self.flush() if len(self.waiting) >= self.size else []
 
     def flush(self) -> list[QueryResult]:
-        """Record every waiting answer: one read of the ledger, one UPDATE per table."""
-        batch, self.waiting = self.waiting, []
+        """Post and record every waiting answer: one posting transaction, one read of the ledger,
+        one UPDATE per table."""
+        batch, self.waiting = self._post(self.waiting), []
         if not batch:
             return []
         states = self._states(sorted({a.pay_order_id for a in batch if a.result is not None}))
@@ -93,6 +100,30 @@ class Records:
                     params = {c: [r[c] for r in rows[table]] for c in columns}
                     self.conn.execute(q(f"sweep_record_{table}"), {**params, "now": self.now})
         return outcomes
+
+    def _post(self, batch: list[Answered]) -> list[Answered]:
+        """The answers with their posts, in one transaction; an answer the ledger refuses becomes
+        an error (logged), as it was when each task posted its own. Raises RetryableError when
+        PostgreSQL is unavailable."""
+        todo = [i for i, a in enumerate(batch) if a.notify is not None and a.result is None]
+        if not todo:
+            return batch
+        with self.conn.transaction():
+            posted = post_batch(self.conn, [batch[i].notify for i in todo], source="query")  # type: ignore[misc]
+        out = list(batch)
+        for i, result in zip(todo, posted):
+            if not isinstance(result, Exception):
+                out[i] = replace(batch[i], result=result)
+                continue
+            ids = {k: batch[i].row[k] for k in ("mch_id", "mch_order_no", "original_order_id") if k in batch[i].row}
+            if isinstance(result, IotLedgerError):  # refused by the ledger: keep asking, someone must look
+                error = str(result)[:500]
+                log.warning("sweep.bad_answer", **ids, error=str(result))
+            else:  # a bug must not stop the other answers; logged with its traceback
+                error = f"{type(result).__name__}: {result}"[:500]
+                log.error("sweep.task_failed", **ids, exc_info=result)
+            out[i] = replace(batch[i], pay_order_id=None, error=error)
+        return out
 
     def _states(self, pay_order_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not pay_order_ids:

@@ -1,4 +1,14 @@
-"""`iotledger check`: every invariant of the ledger, over the whole ledger."""
+"""`iotledger check`: every invariant of the ledger, over the whole ledger.
+
+The books' identity, per merchant and currency (debit balances; fees an expense):
+
+    clearing + in_transit + bank + fees = paid - refunded (net)
+
+what was sold, net of refunds, is either still owed by IOTPay (clearing), kept by it as fees, paid
+out and on its way (in_transit), or in the bank. Equivalently clearing = net - fees - in_transit -
+bank. It holds because every entry balances, the gateway's entries touch only clearing, sales and
+refunds, and the books' entries (fee, payout, deposit, adjustment) only these four accounts.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +22,8 @@ from psycopg.rows import dict_row
 from worker import money
 from worker.sqlfiles import q
 
-MONEY = ("paid", "refunded", "net", "clearing", "amount")
+MONEY = ("paid", "refunded", "net", "clearing", "fees", "in_transit", "bank", "amount")
+BOOKS = ("clearing", "fees", "in_transit", "bank")
 
 
 @dataclass(frozen=True)
@@ -56,11 +67,43 @@ def _merchant_totals(cur: psycopg.Cursor, start: datetime | None, end: datetime 
             for r in rows]
 
 
+def merchant_day_totals(cur: psycopg.Cursor, tz: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Paid, refunded, net and counts per business day (in zone `tz`), merchant and currency of the
+    entries dated in [start, end), net of reversals: what `check --date D` gives for a day and the
+    console's overview charts, from one query (totals_by_merchant_day). `cur` yields dict rows.
+    Raises psycopg errors."""
+    rows = cur.execute(q("totals_by_merchant_day"), {"tz": tz, "start": start, "end": end}).fetchall()
+    out = []
+    for r in rows:
+        out.append({"business_date": r["business_date"], "mch_id": r["mch_id"], "currency": r["currency"],
+                    "paid": int(r["paid"]), "refunded": int(r["refunded"]),
+                    "net": int(r["paid"]) - int(r["refunded"]), "pay_count": int(r["pays"]),
+                    "refund_count": int(r["refunds"])})
+    return out
+
+
+def _with_books(merchants: list[dict[str, Any]], balances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each merchant and currency's sales totals with its books balances (zeros where one side has none)."""
+    zero = {"paid": 0, "refunded": 0, "net": 0, "pay_count": 0, "refund_count": 0}
+    out = {(m["mch_id"], m["currency"]): {**m, **dict.fromkeys(BOOKS, 0)} for m in merchants}
+    for b in balances:
+        m = out.setdefault((b["mch_id"], b["currency"]), {"mch_id": b["mch_id"], "currency": b["currency"], **zero})
+        m.update({k: int(b[k]) for k in BOOKS})
+    return [out[k] for k in sorted(out)]
+
+
+def _identity(t: dict[str, Any]) -> str:
+    total = sum(t[k] for k in BOOKS)
+    return (f"clearing {t['clearing']} + in_transit {t['in_transit']} + bank {t['bank']} + fees {t['fees']} = {total} "
+            f"but paid - refunded = {t['net']}")
+
+
 def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = None,
-               day: tuple[str, datetime, datetime] | None = None) -> CheckReport:
+               day: tuple[str, datetime, datetime] | None = None, tz: str = "UTC") -> CheckReport:
     """Run every invariant check in one read-only snapshot. Raises psycopg errors on DB failure.
 
-    `day` = (business date, window start, window end) adds that day's totals per merchant and currency.
+    `day` = (business date, window start, window end) adds that day's totals per merchant and
+    currency; `tz` is the settlement zone the window was computed in.
     """
     violations: list[dict[str, Any]] = []
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -84,23 +127,30 @@ def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = Non
         for row in cur.execute(q("check_posted_without_entry")).fetchall():
             violations.append({"rule": "posted_order_has_entry", "pay_order_id": row["pay_order_id"],
                                "detail": "order is marked posted but has no journal entry"})
-        merchants = _merchant_totals(cur, None, None)
+        for row in cur.execute(q("check_books_documents")).fetchall():
+            violations.append({"rule": row["rule"], "subject": row["subject"], "detail": row["detail"]})
+        merchants = _with_books(_merchant_totals(cur, None, None), cur.execute(q("books_balances")).fetchall())
+        for m in merchants:
+            if sum(m[k] for k in BOOKS) != m["net"]:
+                violations.append({"rule": "books_add_up", "mch_id": m["mch_id"], "currency": m["currency"],
+                                   "detail": _identity(m)})
         totals: dict[str, dict[str, int]] = {}
         for m in merchants:
-            t = totals.setdefault(m["currency"], {"paid": 0, "refunded": 0, "pay_count": 0, "refund_count": 0})
+            t = totals.setdefault(m["currency"], {"paid": 0, "refunded": 0, "pay_count": 0, "refund_count": 0,
+                                                  "fees": 0, "in_transit": 0, "bank": 0})
             for k in t:
                 t[k] += m[k]
         clearing = {r["currency"]: r["clearing"] for r in cur.execute(q("clearing_by_currency")).fetchall()}
         currencies = {}
         for cur_code in sorted(set(totals) | set(clearing)):
-            t = totals.get(cur_code, {"paid": 0, "refunded": 0, "pay_count": 0, "refund_count": 0})
-            net = int(t["paid"]) - int(t["refunded"])
-            currencies[cur_code] = {"paid": int(t["paid"]), "refunded": int(t["refunded"]), "net": net,
-                                    "pay_count": int(t["pay_count"]), "refund_count": int(t["refund_count"]),
-                                    "clearing": int(clearing.get(cur_code, 0))}
-            if int(clearing.get(cur_code, 0)) != net:
-                violations.append({"rule": "clearing_equals_net", "currency": cur_code,
-                                   "detail": f"clearing balance {clearing.get(cur_code, 0)} but paid - refunded = {net}"})
+            t = totals.get(cur_code, {"paid": 0, "refunded": 0, "pay_count": 0, "refund_count": 0,
+                                      "fees": 0, "in_transit": 0, "bank": 0})
+            c = currencies[cur_code] = {**{k: int(v) for k, v in t.items()},
+                                        "net": int(t["paid"]) - int(t["refunded"]),
+                                        "clearing": int(clearing.get(cur_code, 0))}
+            # clearing = paid - refunded on a ledger without the books' entries, as before them
+            if sum(c[k] for k in BOOKS) != c["net"]:
+                violations.append({"rule": "clearing_equals_net", "currency": cur_code, "detail": _identity(c)})
         parked = []
         if parked_before is not None:
             parked = [
@@ -110,6 +160,8 @@ def run_checks(conn: psycopg.Connection, *, parked_before: datetime | None = Non
         day_totals = None
         if day is not None:
             label, start, end = day
+            merchants_of_day = [{k: v for k, v in m.items() if k != "business_date"}
+                                for m in merchant_day_totals(cur, tz, start, end)]
             day_totals = {"date": label, "window_start": start.isoformat(), "window_end": end.isoformat(),
-                          "merchants": _merchant_totals(cur, start, end)}
+                          "merchants": merchants_of_day}
     return CheckReport(violations, currencies, parked, merchants, day_totals)

@@ -25,12 +25,13 @@ import psycopg
 import structlog
 
 from worker import logs
-from worker.errors import PermanentError, RetryableError, SignatureError, ValidationError
+from worker.errors import PermanentError, SignatureError, ValidationError
 from worker.iotpay.authentication import authenticate
 from worker.iotpay.body import NotifyBody
 from worker.iotpay.notify import DEFAULT_MAX_AMOUNT_CENTS, Notify, parse_params
+from worker.ledger import batch
 from worker.ledger.outcome import PostResult
-from worker.ledger.posting import begin_batch, post_in_batch, post_notify
+from worker.ledger.posting import post_notify
 from worker.merchants import Merchants
 
 log = logs.get("worker.ledger")
@@ -106,17 +107,7 @@ def verify_and_post_batch(conn: psycopg.Connection, arrivals: Sequence[Arrival],
                                        verified_at=arrival.verified_at, pan_masked=arrival.pan_masked))
         except PermanentError as exc:
             verified.append(exc)
-    begin_batch(conn, [n for n in verified if isinstance(n, Notify)])
-    results: list[PostResult | Exception] = []
-    for arrival, item in zip(arrivals, verified):
-        if isinstance(item, Exception):
-            results.append(item)
-            continue
-        try:
-            with structlog.contextvars.bound_contextvars(**arrival.log_context):
-                results.append(post_in_batch(conn, item, source=source))
-        except RetryableError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - its savepoint is rolled back; the batch goes on without it
-            results.append(exc)
-    return results
+    notifies = [n for n in verified if isinstance(n, Notify)]
+    contexts = [a.log_context for a, n in zip(arrivals, verified) if isinstance(n, Notify)]
+    posted = iter(batch.post_batch(conn, notifies, source=source, contexts=contexts))
+    return [item if isinstance(item, Exception) else next(posted) for item in verified]

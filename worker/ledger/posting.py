@@ -34,6 +34,7 @@ from worker.sqlfiles import q
 
 log = logs.get("worker.ledger")
 
+ACCOUNT_KINDS = ("clearing", "sales", "refunds")  # a merchant's accounts in one currency, made at its first post
 LEGS = {"pay": ("clearing", "sales"), "refund": ("refunds", "clearing"), "void": ("sales", "clearing")}
 CONTENT_FIELDS = ("mch_id", "pay_type", "original_order_id", "amount", "currency")
 # what a later notify may change on an order with nothing posted (a tip on a POS order); a different
@@ -87,7 +88,7 @@ def begin_batch(conn: psycopg.Connection, notifies: Iterable[Notify]) -> None:
     statement), so that an entry that does not balance is refused with its own notify, not with
     its whole batch. Raises RetryableError when PostgreSQL is unavailable.
     """
-    keys = sorted({k for n in notifies for k in _lock_keys(n) if _lockable(k)})
+    keys = sorted({k for n in notifies for k in lock_keys(n) if lockable(k)})
     with db.translated("while locking a batch"):
         conn.execute(q("check_balance_at_each_statement"))
         if keys:
@@ -100,14 +101,15 @@ def post_in_batch(conn: psycopg.Connection, notify: Notify, *, source: str = "no
 
     Same results and errors as `post_notify`; nothing is committed here.
     """
-    return _post(conn, notify, source, locked=all(_lockable(k) for k in _lock_keys(notify)))
+    return _post(conn, notify, source, locked=all(lockable(k) for k in lock_keys(notify)))
 
 
-def _lock_keys(notify: Notify) -> tuple[str, ...]:
+def lock_keys(notify: Notify) -> tuple[str, ...]:
+    """The advisory-lock keys of a notify's post (worker/db.py order_lock_keys)."""
     return db.order_lock_keys(notify.pay_order_id, notify.original_order_id if notify.is_refund else None)
 
 
-def _lockable(key: str) -> bool:
+def lockable(key: str) -> bool:
     """True for a key PostgreSQL can take as text: no NUL character, and encodable (no lone surrogate)."""
     try:
         key.encode("utf-8")
@@ -119,7 +121,7 @@ def _lockable(key: str) -> bool:
 def _post(conn: psycopg.Connection, notify: Notify, source: str, *, locked: bool) -> PostResult:
     """One post in a transaction of its own, or in a savepoint of the caller's (`conn.transaction()`
     nests). locked: the caller's transaction holds this notify's advisory locks already."""
-    keys = _lock_keys(notify)
+    keys = lock_keys(notify)
     lock = {"first": keys[0], "second": keys[-1], "seed": db.ORDER_LOCK_SEED}
     with db.translated(f"while posting {notify.pay_order_id}"):
         for attempt in (1, 2):
@@ -135,12 +137,18 @@ def _post(conn: psycopg.Connection, notify: Notify, source: str, *, locked: bool
                     raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: {exc.diag.message_primary}") from exc
             except db.REFUSALS as exc:
                 raise LedgerRefusedError(f"payOrderId: {notify.pay_order_id}: {db.refusal(exc, 'the post')}") from exc
-    log.info("ledger.post", pay_order_id=notify.pay_order_id, outcome=result.outcome.value, reason=result.reason,
-             released=[r.pay_order_id for r in result.released] or None)
+    log_post(result)
     return result
 
 
-def _order_params(n: Notify, fp: str, state: str, reason: str | None, source: str) -> dict[str, Any]:
+def log_post(result: PostResult) -> None:
+    """The one line of a post, whichever way it went."""
+    log.info("ledger.post", pay_order_id=result.pay_order_id, outcome=result.outcome.value, reason=result.reason,
+             released=[r.pay_order_id for r in result.released] or None)
+
+
+def order_params(n: Notify, fp: str, state: str, reason: str | None, source: str) -> dict[str, Any]:
+    """The columns of an order row, from a notify."""
     return {
         "pay_order_id": n.pay_order_id, "mch_id": n.mch_id, "mch_order_no": n.mch_order_no, "pay_type": n.pay_type,
         "original_order_id": n.original_order_id, "currency": n.currency, "amount": n.amount, "status": n.status,
@@ -162,7 +170,7 @@ def _post_locked(cur: psycopg.Cursor, n: Notify, source: str) -> PostResult:
     cur.execute(q("order_for_update"), {"pay_order_id": n.pay_order_id})
     existing = cur.fetchone()
     success = classify(n.status) is PayStatus.SUCCESS
-    params = _order_params(n, fp, _state_for(n.status), None, source)
+    params = order_params(n, fp, _state_for(n.status), None, source)
 
     if existing is None:
         cur.execute(q("insert_order"), params)
@@ -283,6 +291,12 @@ def _record_non_success(cur: psycopg.Cursor, n: Notify, state: str) -> PostResul
         _exception(cur, n.pay_order_id, "unknown_status", f"status {n.status} is not documented; kept, not final",
                    {"status": n.status}, f"unknown_status:{n.pay_order_id}:{n.status}")
         return PostResult(Outcome.UNKNOWN_STATUS, n.pay_order_id, f"undocumented status {n.status}")
+    return not_final(n)
+
+
+def not_final(n: Notify) -> PostResult:
+    """The result of a pending or failed notify that changes nothing but its order's row."""
+    state = _state_for(n.status)
     if state == "failed":
         return PostResult(Outcome.FAILED, n.pay_order_id, f"status {n.status}: failed at the gateway")
     return PostResult(Outcome.PENDING, n.pay_order_id, f"status {n.status}: not paid yet")
@@ -321,14 +335,19 @@ def _reject(cur: psycopg.Cursor, t: _Txn, kind: str, reason: str, details: dict[
 _known_accounts: weakref.WeakKeyDictionary[psycopg.Connection, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
 
 
+def known_accounts(conn: psycopg.Connection) -> set[tuple[str, str]]:
+    """The (mchId, currency) pairs whose accounts this connection has seen committed."""
+    return _known_accounts.setdefault(conn, set())
+
+
 def _ensure_accounts(cur: psycopg.Cursor, mch_id: str, currency: str) -> None:
-    known = _known_accounts.setdefault(cur.connection, set())
+    known = known_accounts(cur.connection)
     if (mch_id, currency) in known:
         return
     cur.execute(q("account_ids"), {"mch_id": mch_id, "currency": currency})
     found = cur.fetchall()
-    if len(found) < 3:
-        cur.execute(q("ensure_accounts"), {"mch_id": mch_id, "currency": currency})
+    if len(found) < len(ACCOUNT_KINDS):
+        cur.execute(q("ensure_accounts"), {"mch_id": mch_id, "currency": currency, "kinds": list(ACCOUNT_KINDS)})
     elif all(row["settled"] for row in found):
         known.add((mch_id, currency))
 

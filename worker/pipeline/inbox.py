@@ -9,7 +9,7 @@ connection idle; psycopg's connection errors come out as RetryableError (worker.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -173,29 +173,29 @@ class Mark:
     reason: str | None
 
 
-def glance(conn: psycopg.Connection, inbox_id: int) -> Glance | None:
-    """The row's state (one indexed read, no lock), or None when there is no such id.
+def glance(conn: psycopg.Connection, inbox_ids: Sequence[int]) -> dict[int, Glance]:
+    """The rows' states (one indexed read, no lock), by id; an id with no row is left out.
     Raises RetryableError when PostgreSQL is down."""
     with db.translated(), _one_statement(conn):
-        row = conn.execute(q("inbox_state"), {"id": inbox_id}).fetchone()
-    return Glance(*row) if row else None
+        rows = conn.execute(q("inbox_states"), {"ids": list(inbox_ids)}).fetchall()
+    return {row[0]: Glance(*row[1:]) for row in rows}
 
 
-def claim(conn: psycopg.Connection, inbox_id: int, *, wait: bool) -> InboxRow | None:
-    """Lock one row for the caller's transaction (a batch). wait: for a batch that holds it;
-    otherwise None when another batch holds it (or there is no such row)."""
+def claim(conn: psycopg.Connection, inbox_ids: Sequence[int], *, wait: bool) -> list[InboxRow]:
+    """Lock rows for the caller's transaction (a batch), in id order. wait: for a batch that holds
+    one; otherwise the rows another batch holds are left out (and so are ids with no row)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(q("inbox_claim" if wait else "inbox_claim_unless_locked"), {"id": inbox_id}).fetchone()
-    return InboxRow(**row) if row else None
+        rows = cur.execute(q("inbox_claim" if wait else "inbox_claim_unless_locked"), {"ids": list(inbox_ids)})
+        return [InboxRow(**r) for r in rows]
 
 
-def claim_ready(conn: psycopg.Connection, limit: int, *, besides: int) -> list[InboxRow]:
+def claim_ready(conn: psycopg.Connection, limit: int, *, besides: Sequence[int]) -> list[InboxRow]:
     """Lock up to `limit` rows waiting for the ledger (received or queued), oldest first, that no
-    other batch holds, for the caller's transaction; `besides` is the batch's own row."""
+    other batch holds, for the caller's transaction; `besides` are the batch's own rows."""
     if limit <= 0:
         return []
     with conn.cursor(row_factory=dict_row) as cur:
-        return [InboxRow(**r) for r in cur.execute(q("inbox_claim_ready"), {"id": besides, "limit": limit})]
+        return [InboxRow(**r) for r in cur.execute(q("inbox_claim_ready"), {"ids": list(besides), "limit": limit})]
 
 
 def mark_batch(conn: psycopg.Connection, marks: list[Mark]) -> dict[int, str | None]:

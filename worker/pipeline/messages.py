@@ -1,4 +1,8 @@
-"""Handing an inbox id to the dramatiq workers, through Redis or RabbitMQ (worker/broker.py).
+"""Handing inbox ids to the dramatiq workers, through Redis or RabbitMQ (worker/broker.py).
+
+One id goes in a `process_notify` message; several at once (the ingress's enqueuer, redrive) go
+in `process_notifies` messages of up to IDS_PER_MESSAGE ids, which a worker takes as one batch:
+a backlog costs the broker one message per batch, not one per notify.
 
 The web process only sends; it does not import the actors (whose queue is fixed when they are
 declared), so the message is built here by actor name.
@@ -7,7 +11,7 @@ declared), so the message is built here by actor name.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from uuid import uuid4
 
@@ -20,7 +24,9 @@ from dramatiq.common import current_millis
 from worker.broker import translated
 
 ACTOR_NAME = "process_notify"
+BATCH_ACTOR_NAME = "process_notifies"
 DEAD_ACTOR_NAME = "record_dead_notify"
+IDS_PER_MESSAGE = 50  # IOTLEDGER_BATCH_SIZE's default: a message is one batch
 
 
 def send(broker: dramatiq.Broker, queue_name: str, inbox_id: int) -> None:
@@ -31,21 +37,32 @@ def send(broker: dramatiq.Broker, queue_name: str, inbox_id: int) -> None:
         broker.enqueue(message)
 
 
+def _messages(queue_name: str, inbox_ids: Sequence[int], options: Callable[[], dict]) -> list[dramatiq.Message]:
+    """One id: a `process_notify` message; more: `process_notifies` messages of up to IDS_PER_MESSAGE ids."""
+    if len(inbox_ids) == 1:
+        return [dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(inbox_ids[0],), kwargs={},
+                                 options=options())]
+    return [dramatiq.Message(queue_name=queue_name, actor_name=BATCH_ACTOR_NAME,
+                             args=(list(inbox_ids[i:i + IDS_PER_MESSAGE]),), kwargs={}, options=options())
+            for i in range(0, len(inbox_ids), IDS_PER_MESSAGE)]
+
+
 def send_many(broker: dramatiq.Broker, queue_name: str, inbox_ids: Sequence[int]) -> None:
-    """Enqueue several inbox ids, in order: with Redis in one round trip (a pipeline of the very
-    script and arguments RedisBroker.enqueue uses), with another broker one by one. Raises
-    RetryableError when the broker is down; then some ids may have been queued (queuing an id
-    twice is harmless: the actor skips a row that is done).
+    """Enqueue several inbox ids, in order, IDS_PER_MESSAGE to a message: with Redis in one round
+    trip (a pipeline of the very script and arguments RedisBroker.enqueue uses), with another
+    broker a message at a time. Raises RetryableError when the broker is down; then some ids may
+    have been queued (queuing an id twice is harmless: the actor skips a row that is done).
     """
-    if not isinstance(broker, RedisBroker) or len(inbox_ids) == 1:
-        for inbox_id in inbox_ids:
-            send(broker, queue_name, inbox_id)
+    if not inbox_ids:
+        return
+    if not isinstance(broker, RedisBroker):
+        with translated(broker):
+            for message in _messages(queue_name, inbox_ids, dict):
+                broker.enqueue(message)
         return
     script = broker.scripts["dispatch"]
     sent, calls = [], []
-    for inbox_id in inbox_ids:
-        message = dramatiq.Message(queue_name=queue_name, actor_name=ACTOR_NAME, args=(inbox_id,), kwargs={},
-                                   options={"redis_message_id": str(uuid4())})
+    for message in _messages(queue_name, inbox_ids, lambda: {"redis_message_id": str(uuid4())}):
         broker.emit_before("enqueue", message, None)
         # the arguments of RedisBroker.enqueue's do_enqueue
         calls.append(["enqueue", current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,

@@ -1,6 +1,7 @@
 """Inbox rows through the ledger, in batches: the actor and `iotledger replay` both call `handle`.
 
-A message names one inbox row. `handle` claims that row and up to batch_size - 1 other rows
+A message names one inbox row, or several (`handle_many`: the ingress and redrive send the ids
+they have at once in one message). `handle` claims that row and up to batch_size - 1 other rows
 waiting for the ledger (oldest first, `FOR UPDATE SKIP LOCKED`, so concurrent batches never take
 one row twice), decodes each body with the family the ingress found and stored, and posts them
 through the ledger's one door, worker.ledger.intake.verify_and_post_batch, with what the ingress
@@ -15,13 +16,17 @@ with one commit:
   retried; a deadlock PostgreSQL detects costs the batch too and is retried here first.
 
 A message whose row another batch has finished is acknowledged on one indexed read: done, it
-is skipped; failed, its reason is raised again (not processed again, not retried). A row held
+is skipped; failed, its reason is raised again (not processed again, not retried). A row a batch
+of this process finished is known without the read (`Finished`, after the batch's commit). A row held
 by a batch in flight is left to it: this message's batch takes other rows, then waits for that
 row and looks again. Batch size 1 is one notify per transaction.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -69,36 +74,84 @@ class RowFailed(PermanentError):
         super().__init__(reason or "failed")
 
 
+class Finished:
+    """The rows this process's batches finished lately (committed), so that their own messages,
+    when they come, are acknowledged without a read. Bounded; shared by the process's threads."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._rows: OrderedDict[int, Handled | RowFailed] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, inbox_id: int, what: Handled | RowFailed) -> None:
+        """Remember a row committed done (its Handled, skipped) or failed (its error)."""
+        with self._lock:
+            self._rows[inbox_id] = what
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+    def take(self, inbox_id: int) -> Handled | RowFailed | None:
+        """The row's finish, forgotten once taken (its message comes once; a redelivery reads)."""
+        with self._lock:
+            return self._rows.pop(inbox_id, None)
+
+
 @dataclass
 class _Batch:
-    """What one batch did: its message's own row (None when another batch held it), and the others."""
+    """What one batch did: its message's own rows (those another batch held are missing), and the others."""
 
-    own: Handled | Exception | None
+    own: dict[int, Handled | Exception] = field(default_factory=dict)
     others: list[tuple[InboxRow, PostResult | Exception]] = field(default_factory=list)
 
 
 def handle(conn: psycopg.Connection, inbox_id: int, settings: Settings, *, force: bool = False,
-           batch_size: int = 1) -> Handled:
+           batch_size: int = 1, finished: Finished | None = None) -> Handled:
     """Process one inbox row, with up to batch_size - 1 other rows waiting, and mark each with its outcome.
 
     A row already done is skipped unless force (replay: the row is processed whatever its state,
     alone, and the ledger posts nothing new for it). Raises InboxRowMissing, RowFailed or
     another PermanentError of the row (recorded on it) and RetryableError (every row of the batch
-    left as it was, to be retried or redriven). Returns the row's Handled.
+    left as it was, to be retried or redriven). Returns the row's Handled. finished: the rows
+    this process's batches finished (read first, and told what this batch finishes).
     """
-    if not force:
-        finished = _finished(conn, inbox_id)
-        if finished is not None:
-            return finished
-        batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=False)
-        if batch.own is None:  # a batch in flight holds the row: ours took others; now wait for it
-            batch = _batch(conn, inbox_id, settings, batch_size, force=False, wait=True)
+    if force:
+        result = _batch(conn, [inbox_id], settings, 1, force=True, wait=True).own[inbox_id]
     else:
-        batch = _batch(conn, inbox_id, settings, 1, force=True, wait=True)
-    if isinstance(batch.own, Exception):
-        raise batch.own
-    assert batch.own is not None  # a claim that waits gets its row
-    return batch.own
+        result = handle_many(conn, [inbox_id], settings, batch_size=batch_size, finished=finished)[inbox_id]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def handle_many(conn: psycopg.Connection, inbox_ids: Sequence[int], settings: Settings, *, batch_size: int = 1,
+                finished: Finished | None = None) -> dict[int, Handled | Exception]:
+    """Process a message's rows (and others waiting, up to batch_size rows a transaction) and mark
+    each with its outcome; return each own row's Handled, or its error: InboxRowMissing, RowFailed,
+    another PermanentError (recorded on the row), or any other exception the row's post raised
+    (the row left as it was).
+
+    Rows already finished are acknowledged without processing: known to `finished`, else on one
+    read for all. The others are taken batch_size at a time with rows waiting besides them;
+    rows another batch in flight holds are waited for after. Raises RetryableError when
+    PostgreSQL is unavailable (the rows of the batch under way left as they were).
+    """
+    out: dict[int, Handled | Exception] = {}
+    ids = list(dict.fromkeys(inbox_ids))
+    if finished is not None:
+        for inbox_id in ids:
+            known = finished.take(inbox_id)
+            if known is not None:
+                out[inbox_id] = known
+    ids = [i for i in ids if i not in out]
+    out.update(_finished(conn, ids))
+    waiting = [i for i in ids if i not in out]
+    for start in range(0, len(waiting), max(1, batch_size)):
+        chunk = waiting[start:start + max(1, batch_size)]
+        out.update(_batch(conn, chunk, settings, batch_size, force=False, wait=False, finished=finished).own)
+        held = [i for i in chunk if i not in out]  # a batch in flight holds them: ours took others; now wait
+        if held:
+            out.update(_batch(conn, held, settings, batch_size, force=False, wait=True, finished=finished).own)
+    return {i: out[i] for i in dict.fromkeys(inbox_ids)}
 
 
 def replay(conn: psycopg.Connection, inbox_ids: list[int], settings: Settings) -> list[Handled | PermanentError]:
@@ -116,17 +169,22 @@ def replay(conn: psycopg.Connection, inbox_ids: list[int], settings: Settings) -
     return results
 
 
-def _finished(conn: psycopg.Connection, inbox_id: int) -> Handled | None:
-    """The row's Handled when another batch finished it (done), None when it waits; raises
-    InboxRowMissing, and RowFailed for a row failed already."""
-    seen = inbox.glance(conn, inbox_id)
-    if seen is None:
-        raise InboxRowMissing(inbox_id)
-    if seen.state == "failed":
-        raise RowFailed(inbox_id, seen.reason)
-    if seen.state == "done":
-        return Handled(inbox_id, seen.pay_order_id, seen.outcome, seen.reason, skipped=True)
-    return None
+def _finished(conn: psycopg.Connection, inbox_ids: list[int]) -> dict[int, Handled | Exception]:
+    """The rows another batch finished: done (Handled, skipped), failed (RowFailed), and the ids
+    with no row (InboxRowMissing); rows still waiting are left out."""
+    if not inbox_ids:
+        return {}
+    seen = inbox.glance(conn, inbox_ids)
+    out: dict[int, Handled | Exception] = {}
+    for inbox_id in inbox_ids:
+        row = seen.get(inbox_id)
+        if row is None:
+            out[inbox_id] = InboxRowMissing(inbox_id)
+        elif row.state == "failed":
+            out[inbox_id] = RowFailed(inbox_id, row.reason)
+        elif row.state == "done":
+            out[inbox_id] = Handled(inbox_id, row.pay_order_id, row.outcome, row.reason, skipped=True)
+    return out
 
 
 def _lost_to_concurrency(exc: RetryableError) -> bool:
@@ -134,33 +192,45 @@ def _lost_to_concurrency(exc: RetryableError) -> bool:
     return isinstance(exc.__cause__, (psycopg.errors.DeadlockDetected, psycopg.errors.TransactionRollback))
 
 
-def _batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, size: int, *, force: bool,
-           wait: bool) -> _Batch:
+def _batch(conn: psycopg.Connection, own_ids: list[int], settings: Settings, size: int, *, force: bool,
+           wait: bool, finished: Finished | None = None) -> _Batch:
     """One batch in one transaction, tried again after a deadlock; logs the rows besides the message's own."""
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
         try:
             with db.translated(), conn.transaction():
-                batch = _post_batch(conn, inbox_id, settings, size, force=force, wait=wait)
+                batch = _post_batch(conn, own_ids, settings, size, force=force, wait=wait)
             break
         except RetryableError as exc:
             if attempt == DEADLOCK_ATTEMPTS or not _lost_to_concurrency(exc):
                 raise
-            log.warning("worker.batch_retry", inbox_id=inbox_id, attempt=attempt, error=str(exc))
+            log.warning("worker.batch_retry", inbox_ids=own_ids, attempt=attempt, error=str(exc))
     for row, result in batch.others:
-        _log_row(row, result, inbox_id)
+        _log_row(row, result, own_ids[0])
+        if finished is not None and not isinstance(result, Exception):
+            finished.add(row.id, Handled(row.id, result.pay_order_id or row.pay_order_id, result.outcome.value,
+                                         result.reason, skipped=True))
+        elif finished is not None and isinstance(result, PermanentError):
+            finished.add(row.id, RowFailed(row.id, str(result)))
     return batch
 
 
-def _post_batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, size: int, *, force: bool,
+def _post_batch(conn: psycopg.Connection, own_ids: list[int], settings: Settings, size: int, *, force: bool,
                 wait: bool) -> _Batch:
-    own = inbox.claim(conn, inbox_id, wait=wait)
-    if own is None and wait:
-        return _Batch(InboxRowMissing(inbox_id))
-    if own is not None and not force and own.state in ("done", "failed"):  # finished while we waited
-        if own.state == "failed":
-            return _Batch(RowFailed(inbox_id, own.reason))
-        return _Batch(Handled(inbox_id, own.pay_order_id, own.outcome, own.reason, skipped=True))
-    rows = ([own] if own else []) + inbox.claim_ready(conn, size - 1, besides=inbox_id)
+    batch = _Batch()
+    owned = inbox.claim(conn, own_ids, wait=wait)
+    if wait:  # every row that exists was waited for and is here
+        found = {row.id for row in owned}
+        batch.own.update((i, InboxRowMissing(i)) for i in own_ids if i not in found)
+    mine = []
+    for row in owned:
+        if not force and row.state == "failed":  # finished while we waited
+            batch.own[row.id] = RowFailed(row.id, row.reason)
+        elif not force and row.state == "done":
+            batch.own[row.id] = Handled(row.id, row.pay_order_id, row.outcome, row.reason, skipped=True)
+        else:
+            mine.append(row)
+    # rows waiting besides: also when another batch holds ours (then we wait for them after this one)
+    rows = mine + inbox.claim_ready(conn, size - len(mine), besides=own_ids) if mine or not wait else []
     rows.sort(key=lambda r: r.id)  # in the order they arrived, as one at a time would take them
 
     results: dict[int, PostResult | Exception] = {}
@@ -180,18 +250,19 @@ def _post_batch(conn: psycopg.Connection, inbox_id: int, settings: Settings, siz
 
     marks = [_mark(row.id, results[row.id]) for row in rows]
     stored = inbox.mark_batch(conn, [m for m in marks if m is not None])
-    batch = _Batch(None)
+    own = {row.id for row in mine}
     for row in rows:
         result = results[row.id]
-        if row.id != inbox_id:
+        if row.id not in own:
             batch.others.append((row, result))
         elif isinstance(result, Exception):
-            batch.own = result
+            batch.own[row.id] = result
         else:
             first = stored.get(row.id, result.outcome.value)
             if first != result.outcome.value:
                 log.info("inbox.already_done", inbox_id=row.id, first_outcome=first, this_outcome=result.outcome.value)
-            batch.own = Handled(row.id, result.pay_order_id or row.pay_order_id, result.outcome.value, result.reason)
+            batch.own[row.id] = Handled(row.id, result.pay_order_id or row.pay_order_id, result.outcome.value,
+                                        result.reason)
     return batch
 
 

@@ -47,8 +47,7 @@ def redrive_once(database_url: str, broker_url: str, settings: Settings, now: da
         while True:
             with conn.transaction():
                 ids = [r[0] for r in conn.execute(q("inbox_due_for_redrive"), {"cutoff": cutoff, "limit": BATCH})]
-                for inbox_id in ids:
-                    messages.send(broker, settings.queue_name, inbox_id)
+                messages.send_many(broker, settings.queue_name, ids)
                 if ids:
                     conn.execute(q("inbox_mark_redriven"), {"ids": ids, "now": now})
             total += len(ids)
