@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
+import dramatiq
 import httpx
 import psycopg
 import pytest
@@ -431,3 +433,33 @@ def test_ids_sent_together_go_in_one_message_as_dramatiq_would_have_sent_it(stac
     sent = [dramatiq.Message.decode(client.hget(f"dramatiq:{stack.queue}.msgs", mid))
             for mid in client.lrange(f"dramatiq:{stack.queue}", 0, -1)]
     assert [m.args[0] for m in sent] == [ids[:50], ids[50:100], ids[100:]]
+
+
+def test_the_enqueuer_thread_outlives_an_unexpected_error_and_sends_the_next_ids(stack):
+    # a bug in sending must not end the web process's only enqueuer thread (every later notify
+    # would then wait for redrive): it is logged and the next ids go out
+    from dramatiq.brokers.stub import StubBroker
+
+    from worker.pipeline.enqueuer import LINGER_S, BackgroundEnqueuer
+    from worker.pipeline.inbox import Stored
+
+    class Flaky(StubBroker):
+        failed = False
+
+        def enqueue(self, message, *, delay=None):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug")
+            return super().enqueue(message, delay=delay)
+
+    broker = Flaky()
+    broker.declare_queue(stack.queue)
+    enqueuer = BackgroundEnqueuer(broker, stack.queue, stack.pool)
+    with structlog.testing.capture_logs() as logs:
+        enqueuer.send(Stored(id=1, duplicate=False, state="queued"))
+        time.sleep(LINGER_S * 5)
+        enqueuer.send(Stored(id=2, duplicate=False, state="queued"))
+        enqueuer.close()
+    assert [e["inbox_ids"] for e in logs if e["event"] == "ingress.enqueue_failed"] == [[1]]
+    sent = [broker.queues[stack.queue].get_nowait() for _ in range(broker.queues[stack.queue].qsize())]
+    assert [dramatiq.Message.decode(m).args for m in sent] == [(2,)]

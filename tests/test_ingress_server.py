@@ -1,5 +1,5 @@
 """The ingress as production runs it (`iotledger web` on a loopback port): slow clients, short
-bodies, large headers, SIGTERM.
+bodies, large headers, SIGTERM, PostgreSQL cut and back, the broker down.
 
 The one timed assertion is the issue's: with 200 connections trickling at 1 byte/s, a genuine
 notify is answered within 1 s.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 from tests.factories import MERCHANTS_JSON, v3_pay
 from worker.processes import service_env, start_web, stop, wait_until
@@ -193,3 +194,67 @@ def test_sigterm_stops_accepting_answers_what_it_holds_and_exits(db_url, redis_u
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"SUCCESS")
     assert proc.returncode == 0
     assert _rows(db_url) == [("PCHELD", "queued")]
+    # its id reached the broker before the process left (the enqueuer sends what waits at shutdown)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.llen(f"dramatiq:{queue_name}") == 1
+    finally:
+        client.delete(f"dramatiq:{queue_name}", f"dramatiq:{queue_name}.msgs")
+
+
+def test_with_postgresql_cut_a_notify_is_answered_503_and_stored_once_it_is_back(
+        proxy, redis_url, queue_name, tmp_path, db_url):
+    # the inbox connections are the event loop's (psycopg's async pool): cut, they fail and the
+    # notify gets 503 (IOTPay sends it again); back, the pool connects again by itself
+    proc, url = _web(proxy.url, redis_url, queue_name, tmp_path)
+    try:
+        before, _ = _notify(url, "PCBEFORE")
+        proxy.down()
+        cut, seconds = _notify(url, "PCCUT")
+        proxy.up()
+        answers: list[bytes] = []
+        wait_until(lambda: answers.append(_notify(url, "PCBACK")[0]) or answers[-1].endswith(b"SUCCESS"), 15,
+                   "a notify stored once PostgreSQL is back")
+    finally:
+        stop(proc)
+    assert before.endswith(b"SUCCESS")
+    assert cut.startswith(b"HTTP/1.1 503") and b"retry-after: 30" in cut.lower() and b"inbox unavailable" in cut
+    assert seconds < 8  # the pool's wait (3 s) at most, plus a retry on a fresh connection
+    assert all(a.startswith((b"HTTP/1.1 503", b"HTTP/1.1 200")) for a in answers)
+    assert _rows(db_url) == [("PCBEFORE", "queued"), ("PCBACK", "queued")]
+
+
+def test_with_the_broker_down_a_notify_is_answered_at_once_and_left_for_redrive(db_url, queue_name, tmp_path):
+    proc, url = _web(db_url, "redis://127.0.0.1:1/0", queue_name, tmp_path)
+    try:
+        answer, seconds = _notify(url, "PCNOREDIS")
+        wait_until(lambda: _rows(db_url) == [("PCNOREDIS", "received")], 10, "the row marked for redrive")
+    finally:
+        stop(proc)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"SUCCESS")
+    assert seconds < 1.0  # the answer does not wait for the broker
+
+
+def test_notifies_that_would_wait_too_long_are_shed_with_503_and_not_stored(db_url, redis_url, queue_name, tmp_path):
+    # the inbox locked by someone else for a while: the notifies on the threads wait for it and
+    # are stored; the others are not worked through after their clients gave up: answered 503
+    # with Retry-After, at once or when a thread frees, and not stored
+    from concurrent.futures import ThreadPoolExecutor
+
+    proc, url = _web(db_url, redis_url, queue_name, tmp_path, IOTLEDGER_WEB_MAX_WAIT_SECONDS="0.3")
+    locker = psycopg.connect(db_url)
+    try:
+        locker.execute("LOCK TABLE inbox IN SHARE MODE")  # an INSERT waits for it
+        with ThreadPoolExecutor(32) as pool:
+            sent = [pool.submit(_notify, url, f"PCSHED{n:02d}") for n in range(32)]
+            time.sleep(1.5)
+            locker.rollback()
+            answers = [(f"PCSHED{n:02d}", f.result()[0]) for n, f in enumerate(sent)]
+    finally:
+        locker.close()
+        stop(proc)
+    stored = [oid for oid, a in answers if a.startswith(b"HTTP/1.1 200") and a.endswith(b"SUCCESS")]
+    shed = [a for _, a in answers if a.startswith(b"HTTP/1.1 503")]
+    assert stored and shed and len(stored) + len(shed) == 32, answers
+    assert all(b"retry-after: 5" in a.lower() and a.endswith(b"overloaded, try again") for a in shed)
+    assert sorted(r[0] for r in _rows(db_url)) == sorted(stored)

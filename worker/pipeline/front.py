@@ -13,6 +13,7 @@ app (ingress.Ingress), so that the app's threads only ever see whole requests:
    through requests whose clients have given up. IOTPay sends the notify again later.
 3. The app runs on a thread with the buffered body; its answer is sent, and only then is its
    response closed (on a thread: the ingress enqueues the inbox id there, after the answer).
+   At shutdown the app's close() runs once the threads are done (the enqueuer sends what waits).
 
 `GET /healthz` is answered on the event loop itself: it says the process is alive even when
 every thread is busy.
@@ -222,8 +223,14 @@ class Front:
             elif message["type"] == "lifespan.shutdown":
                 if watcher is not None:
                     watcher.cancel()
-                # the threads finish what they hold (uvicorn waited for the requests already)
-                await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown)
+                # the threads finish what they hold (uvicorn waited for the requests already),
+                # then the app sends what it still holds: the process may end by the signal right
+                # after this, before any atexit hook would run
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.executor.shutdown)
+                close = getattr(self.app, "close", None)
+                if close is not None:
+                    await loop.run_in_executor(None, close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -196,6 +196,10 @@ class Ingress:
                 raise RetryableError(f"inbox write failed: {type(exc).__name__}: {exc}".strip()) from exc
         raise AssertionError("unreachable")
 
+    def close(self) -> None:
+        """Send the inbox ids the enqueuer still holds (the front calls it at shutdown). Raises nothing."""
+        self.enqueuer.close()
+
     # ------------------------------------------------------------------ health
     def backlog(self) -> dict[str, tuple[int, float]]:
         """Inbox rows not done, for the metrics."""

@@ -62,14 +62,15 @@ def send_many(broker: dramatiq.Broker, queue_name: str, inbox_ids: Sequence[int]
         return
     script = broker.scripts["dispatch"]
     sent, calls = [], []
-    for message in _messages(queue_name, inbox_ids, lambda: {"redis_message_id": str(uuid4())}):
-        broker.emit_before("enqueue", message, None)
-        # the arguments of RedisBroker.enqueue's do_enqueue
-        calls.append(["enqueue", current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,
-                      broker.dead_message_ttl, broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
-                      message.options["redis_message_id"], message.encode()])
-        sent.append(message)
+    # translated from the first argument on: dramatiq asks Redis for its Lua stack size the first time
     with translated(broker):
+        for message in _messages(queue_name, inbox_ids, lambda: {"redis_message_id": str(uuid4())}):
+            broker.emit_before("enqueue", message, None)
+            # the arguments of RedisBroker.enqueue's do_enqueue
+            calls.append(["enqueue", current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,
+                          broker.dead_message_ttl, broker._should_do_maintenance("enqueue"),
+                          broker._max_unpack_size(), message.options["redis_message_id"], message.encode()])
+            sent.append(message)
         for attempt in (1, 2):
             pipe = broker.client.pipeline(transaction=False)
             for args in calls:  # evalsha directly: a script run through a pipeline costs a SCRIPT EXISTS first
