@@ -59,7 +59,7 @@ class Env:
         self.ctl = httpx.Client(base_url=self.sim_server.url, timeout=10)
         self.client = GatewayClient(MERCHANTS, v3_base_url=f"{self.sim_server.url}/v3",
                                     v1_base_url=f"{self.sim_server.url}/v1", gateway_tz=TZ, sleep=lambda s: None)
-        self.pool = open_pool(db_url, 8)
+        self.pool = open_pool(db_url)
 
     def create(self, **spec) -> dict:
         spec.setdefault("notifyUrl", self.notify_url)

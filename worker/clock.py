@@ -248,7 +248,7 @@ def default_jobs(settings: Settings, database_url: str, broker_url: str, sink: A
 
     def sweep(now: datetime) -> dict[str, int]:
         if "pool" not in state:  # opened on first use, kept for the clock's life
-            state["pool"] = open_pool(database_url, DEFAULT_CONCURRENCY)
+            state["pool"] = open_pool(database_url)
             state["client"] = GatewayClient.from_settings(settings, max_connections=DEFAULT_CONCURRENCY)
         common = {"schedule": schedule, "concurrency": DEFAULT_CONCURRENCY, "limiter": limiter}
         if sweep_seconds:

@@ -105,7 +105,7 @@ def main() -> None:
         for level in levels:
             targets = seed_orders(base, db_url, f"c{level}", args.orders, args.paid, now)
             before = transactions(server, name)
-            pool = open_pool(db_url, level)
+            pool = open_pool(db_url)
             with GatewayClient(BENCH_MERCHANTS, v3_base_url=f"{base}/v3", v1_base_url=f"{base}/v1",
                                max_connections=level) as client:
                 report = sweep_once(pool, client, now=now, concurrency=level, limiter=None)

@@ -127,7 +127,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     connect().close()  # PostgreSQL down: fail in seconds, not after the pool's wait
     schedule = Schedule(give_up_after=timedelta(seconds=settings.sweep_give_up_seconds))
     limiter = RateLimiter(settings.query_rate_per_second)
-    pool = open_pool(app_endpoints().database_url, args.concurrency)
+    pool = open_pool(app_endpoints().database_url)
     try:
         with GatewayClient.from_settings(settings, max_connections=args.concurrency) as client:
             common = {"schedule": schedule, "concurrency": args.concurrency, "limiter": limiter}

@@ -154,7 +154,7 @@ def await_notifies(stage: Stage) -> None:
 
 def sweep(stage: Stage) -> None:
     """One pass of the sweep: it must find the pay that was never notified, and post it."""
-    pool = open_pool(stage.db, 4)
+    pool = open_pool(stage.db)
     try:
         report = sweep_once(pool, stage.client, now=datetime.now(timezone.utc), schedule=stage.schedule,
                             concurrency=4)

@@ -80,7 +80,7 @@ class SweepReport:
         return out
 
 
-def open_pool(database_url: str, concurrency: int = DEFAULT_CONCURRENCY) -> psycopg_pool.ConnectionPool:
+def open_pool(database_url: str) -> psycopg_pool.ConnectionPool:
     """A connection pool for sweep passes: a pass's work is on one connection (its queries need
     none); two let `next_due` and a pass share it."""
     return db.open_pool(database_url, name="sweep", max_size=2, timeout=30.0)
